@@ -1,0 +1,1 @@
+"""HTTP API, web pages and the `dangjian` command line."""

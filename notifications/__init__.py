@@ -1,0 +1,1 @@
+"""Notification templates and delivery channels; the outbox rows are written by `states`."""

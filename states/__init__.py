@@ -1,0 +1,1 @@
+"""Domain core of dangjian-flow: organisations, templates, machines, runs and their records."""

@@ -1,0 +1,173 @@
+"""The append-only, hash-chained audit log.
+
+Each stream (`run:12`, `org`, `campaign:3`, `user`) is its own chain: an event's hash covers its
+fields and the previous event's hash in the same stream, and `(stream, seq)` is unique, so two
+writers can never fork a chain: the second one fails and its whole transaction rolls back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from states.models import AuditEvent
+from states.timeutil import utcnow
+
+GENESIS = "0" * 64
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def event_hash(
+    *,
+    prev_hash: str,
+    stream: str,
+    seq: int,
+    at: datetime,
+    actor_id: int | None,
+    action: str,
+    run_id: int | None,
+    data: dict[str, Any],
+) -> str:
+    """Return the SHA-256 of an event's fields chained to the previous hash."""
+    body = _canonical(
+        {
+            "prev": prev_hash,
+            "stream": stream,
+            "seq": seq,
+            "at": at.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+            "actor": actor_id,
+            "action": action,
+            "run": run_id,
+            "data": data,
+        }
+    )
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def append(
+    session: Session,
+    *,
+    stream: str,
+    action: str,
+    actor_id: int | None,
+    data: dict[str, Any],
+    run_id: int | None = None,
+) -> AuditEvent:
+    """Append one event to `stream` in the caller's transaction and return it."""
+    last = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash)
+        .where(AuditEvent.stream == stream)
+        .order_by(col(AuditEvent.seq).desc())
+        .limit(1)
+    ).first()
+    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    at = utcnow()
+    clean = json.loads(_canonical(data))
+    digest = event_hash(
+        prev_hash=prev,
+        stream=stream,
+        seq=seq,
+        at=at,
+        actor_id=actor_id,
+        action=action,
+        run_id=run_id,
+        data=clean,
+    )
+    row = AuditEvent(
+        stream=stream,
+        seq=seq,
+        at=at,
+        actor_id=actor_id,
+        action=action,
+        run_id=run_id,
+        data=clean,
+        prev_hash=prev,
+        hash=digest,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    """The first event whose chain does not hold, and why."""
+
+    event_id: int
+    stream: str
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `verify` checked and the first broken link, if any."""
+
+    events: int
+    streams: int
+    broken: BrokenLink | None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+
+def verify(session: Session, *, batch: int = 5000) -> VerifyReport:
+    """Walk every stream in order; return the first event (lowest id) whose link is broken."""
+    heads: dict[str, tuple[int, str]] = {}
+    checked = 0
+    first: BrokenLink | None = None
+    last_id = 0
+    while True:
+        rows = (
+            session.execute(
+                select(AuditEvent)
+                .where(col(AuditEvent.id) > last_id)
+                .order_by(col(AuditEvent.id))
+                .limit(batch)
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            break
+        for ev in rows:
+            last_id = ev.id or 0
+            checked += 1
+            if first is not None:
+                continue
+            seq, prev = heads.get(ev.stream, (0, GENESIS))
+            reason = None
+            if ev.seq != seq + 1:
+                reason = f"序号不连续：应为 {seq + 1}，实为 {ev.seq}"
+            elif ev.prev_hash != prev:
+                reason = "前一事件的哈希不符（上一条被改动或删除）"
+            else:
+                expected = event_hash(
+                    prev_hash=ev.prev_hash,
+                    stream=ev.stream,
+                    seq=ev.seq,
+                    at=ev.at,
+                    actor_id=ev.actor_id,
+                    action=ev.action,
+                    run_id=ev.run_id,
+                    data=ev.data,
+                )
+                if expected != ev.hash:
+                    reason = "内容与哈希不符（本条被改动）"
+            if reason:
+                first = BrokenLink(ev.id, ev.stream, ev.seq, reason)
+            heads[ev.stream] = (ev.seq, ev.hash)
+    total_streams = session.execute(
+        select(func.count(func.distinct(AuditEvent.stream)))
+    ).scalar_one()
+    return VerifyReport(events=checked, streams=int(total_streams), broken=first)

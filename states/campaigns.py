@@ -1,0 +1,276 @@
+"""Launching campaigns (set-wise run creation) and reading their progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, case, func, insert, literal
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from states import audit, outbox
+from states.catalog import DONE, Template, from_definition, get_template
+from states.errors import Conflict, Forbidden, InvalidInput, NotFound
+from states.models import Campaign, Organisation, Role, Run, TemplateVersion
+from states.orgs import get_org_by_code, subtree_filter
+from states.schedule import deadline_for, dump_schedule, parse_schedule
+from states.timeutil import UTCDateTime, local_date, utcnow
+from states.users import Actor
+from states.workcal import load_calendar
+
+LAUNCH_ROLES = frozenset({Role.ORGANISER, Role.ADMIN})
+
+
+def freeze_template(session: Session, tpl: Template) -> TemplateVersion:
+    """Return the stored row of this template version, storing it the first time."""
+    row = session.execute(
+        select(TemplateVersion).where(
+            TemplateVersion.key == tpl.key, TemplateVersion.version == tpl.version
+        )
+    ).scalar_one_or_none()
+    digest = tpl.digest()
+    if row is None:
+        row = TemplateVersion(
+            key=tpl.key,
+            version=tpl.version,
+            name=tpl.name,
+            digest=digest,
+            definition=tpl.model_dump(mode="json"),
+        )
+        session.add(row)
+        session.flush()
+    elif row.digest != digest:
+        raise Conflict(
+            f"模板 {tpl.key} 第 {tpl.version} 版的内容已改动但版本号未变："
+            "请提高 version 后再发起活动",
+            details={"template": tpl.key, "version": tpl.version},
+        )
+    return row
+
+
+_template_cache: dict[int, Template] = {}
+
+
+def campaign_template(session: Session, campaign: Campaign) -> Template:
+    """Return the template version the campaign was launched with."""
+    tpl = _template_cache.get(campaign.template_version_id)
+    if tpl is None:
+        row = session.get(TemplateVersion, campaign.template_version_id)
+        if row is None:
+            raise NotFound("活动的模板版本不存在")
+        tpl = from_definition(row.definition)
+        _template_cache[campaign.template_version_id] = tpl
+    return tpl
+
+
+def get_campaign(session: Session, campaign_id: int, actor: Actor | None = None) -> Campaign:
+    """Return the campaign, or NotFound if missing or outside the actor's reach."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound("活动不存在", details={"campaign_id": campaign_id})
+    if actor is not None:
+        root = session.get(Organisation, campaign.root_org_id)
+        if root is None or not actor.reaches(root.path):
+            raise NotFound("活动不存在", details={"campaign_id": campaign_id})
+    return campaign
+
+
+def _participants(root: Organisation, kinds: Sequence[str]) -> Any:
+    return select(Organisation.id).where(
+        subtree_filter(root.path),
+        col(Organisation.kind).in_(list(kinds)),
+    )
+
+
+def count_participants(session: Session, root: Organisation, kinds: Sequence[str]) -> int:
+    """Return how many runs a launch over `root` for `kinds` would create."""
+    sub = _participants(root, kinds).subquery()
+    return int(session.execute(select(func.count()).select_from(sub)).scalar_one())
+
+
+def launch_campaign(
+    session: Session,
+    *,
+    template_key: str,
+    root_code: str,
+    kinds: Sequence[str] | None = None,
+    schedule: dict[str, Any] | None = None,
+    name: str | None = None,
+    actor: Actor | None = None,
+    now: datetime | None = None,
+    batch: int = 20_000,
+    progress: Callable[[int], None] | None = None,
+) -> Campaign:
+    """Launch a campaign: one run per participating organisation, inserted set-wise."""
+    now = now or utcnow()
+    tpl = get_template(template_key)
+    root = get_org_by_code(session, root_code)
+    if actor is not None and not (
+        actor.holds_on(root.id or 0, LAUNCH_ROLES) or actor.holds_above(root.path, LAUNCH_ROLES)
+    ):
+        if not actor.reaches(root.path):
+            raise NotFound(f"组织编码不存在：{root_code}")
+        raise Forbidden("只有组织员或管理员可以在本组织范围内发起活动")
+    kinds = list(kinds or tpl.participants)
+    bad = [k for k in kinds if k not in ("党委", "党总支", "党支部", "党小组")]
+    if bad:
+        raise InvalidInput(f"未知的组织类型：{'、'.join(bad)}", details={"field": "kinds"})
+    plan = parse_schedule(tpl, schedule, local_date(now).year)
+    total = count_participants(session, root, kinds)
+    if total == 0:
+        raise InvalidInput(
+            f"「{root.name}」下没有类型为 {'、'.join(kinds)} 的组织，无法发起活动",
+            details={"field": "kinds"},
+        )
+    version = freeze_template(session, tpl)
+    campaign = Campaign(
+        name=name or f"{tpl.name}（{local_date(now).year}）",
+        template_version_id=version.id or 0,
+        template_key=tpl.key,
+        template_version=tpl.version,
+        root_org_id=root.id or 0,
+        kinds=kinds,
+        schedule=dump_schedule(plan),
+        launched_by=actor.user_id if actor else None,
+        launched_at=now,
+    )
+    session.add(campaign)
+    session.flush()
+    first = tpl.stage_ids[0]
+    deadline = deadline_for(campaign.schedule, first, now, load_calendar(session))
+    created = _insert_runs(session, campaign, root, kinds, first, now, deadline, batch, progress)
+    campaign.run_count = created
+    session.flush()
+    audit.append(
+        session,
+        stream=f"campaign:{campaign.id}",
+        action="campaign.launched",
+        actor_id=actor.user_id if actor else None,
+        data={
+            "template": tpl.key,
+            "version": tpl.version,
+            "root": root.code,
+            "kinds": kinds,
+            "runs": created,
+            "schedule": campaign.schedule,
+        },
+    )
+    outbox.enqueue(
+        session,
+        event_kind="campaign_launched",
+        dedupe_key=f"campaign_launched:{campaign.id}",
+        org_id=root.id,
+        payload={"campaign_id": campaign.id, "name": campaign.name, "runs": created},
+    )
+    return campaign
+
+
+def _insert_runs(
+    session: Session,
+    campaign: Campaign,
+    root: Organisation,
+    kinds: list[str],
+    stage: str,
+    now: datetime,
+    deadline: datetime | None,
+    batch: int,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """INSERT … SELECT the runs in id-range chunks (one statement per chunk) and count them."""
+    ids = _participants(root, kinds).subquery()
+    lo, hi = session.execute(select(func.min(ids.c.id), func.max(ids.c.id))).one()
+    created = 0
+    start = int(lo)
+    while start <= int(hi):
+        stop = start + batch
+        chunk = _participants(root, kinds).where(
+            col(Organisation.id) >= start, col(Organisation.id) < stop
+        )
+        source = sa_select(
+            literal(campaign.id),
+            col(Organisation.id),
+            literal(stage),
+            literal(now, UTCDateTime()),
+            literal(deadline, UTCDateTime()),
+            literal(1),
+            literal(0),
+        ).where(col(Organisation.id).in_(chunk))
+        stmt = insert(Run).from_select(
+            [
+                "campaign_id",
+                "org_id",
+                "stage",
+                "entered_at",
+                "deadline",
+                "version",
+                "escalation_level",
+            ],
+            source,
+        )
+        result = session.execute(stmt)
+        n = int(cast(CursorResult[Any], result).rowcount or 0)
+        created += n
+        if progress is not None and n:
+            progress(n)
+        start = stop
+    return created
+
+
+@dataclass(frozen=True)
+class StageCount:
+    """Runs in one stage."""
+
+    stage: str
+    name: str
+    runs: int
+    overdue: int
+    waiting: int
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    """A campaign's progress at a moment."""
+
+    campaign_id: int
+    name: str
+    total: int
+    stages: list[StageCount]
+    overdue: int
+    waiting: int
+    done: int
+
+    @property
+    def percent_done(self) -> float:
+        return round(100.0 * self.done / self.total, 1) if self.total else 0.0
+
+
+def campaign_status(
+    session: Session, campaign: Campaign, *, now: datetime | None = None
+) -> CampaignStatus:
+    """Return runs per stage, overdue, waiting for approval and done, with one grouped query."""
+    now = now or utcnow()
+    tpl = campaign_template(session, campaign)
+    overdue = case((col(Run.deadline) < now, 1), else_=0)
+    waiting = case((col(Run.pending_request_id).is_not(None), 1), else_=0)
+    rows = session.execute(
+        select(Run.stage, func.count(), func.sum(overdue), func.sum(waiting))
+        .where(Run.campaign_id == campaign.id)
+        .group_by(Run.stage)
+    ).all()
+    by_stage = {r[0]: (int(r[1]), int(r[2] or 0), int(r[3] or 0)) for r in rows}
+    stages = [
+        StageCount(sid, tpl.stage_name(sid), *by_stage.get(sid, (0, 0, 0)))
+        for sid in [*tpl.stage_ids, DONE]
+    ]
+    return CampaignStatus(
+        campaign_id=campaign.id or 0,
+        name=campaign.name,
+        total=sum(s.runs for s in stages),
+        stages=stages,
+        overdue=sum(s.overdue for s in stages if s.stage != DONE),
+        waiting=sum(s.waiting for s in stages),
+        done=by_stage.get(DONE, (0, 0, 0))[0],
+    )

@@ -1,0 +1,285 @@
+"""Tables: organisations, users and grants, campaigns, runs, evidence, requests, audit, outbox."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Index, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from states.timeutil import UTCDateTime, utcnow
+
+# Materialised paths compare byte-wise: "C" collation on PostgreSQL, BINARY (the default) on SQLite.
+PathString = String(512).with_variant(String(512, collation="C"), "postgresql")
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_type=JSON, nullable=False)
+
+
+class OrgKind(StrEnum):
+    """Kinds of organisation, in the order they nest."""
+
+    COMMITTEE = "党委"
+    GENERAL_BRANCH = "党总支"
+    BRANCH = "党支部"
+    GROUP = "党小组"
+
+
+class Role(StrEnum):
+    """Roles a user may hold on an organisation."""
+
+    SECRETARY = "secretary"
+    COMMITTEE = "committee"
+    ORGANISER = "organiser"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+ROLE_LABELS: dict[Role, str] = {
+    Role.SECRETARY: "书记",
+    Role.COMMITTEE: "委员",
+    Role.ORGANISER: "组织员",
+    Role.SUPERVISOR: "督导",
+    Role.ADMIN: "管理员",
+}
+
+#: Roles whose grant on an organisation covers its whole subtree.
+SUBTREE_ROLES = frozenset({Role.COMMITTEE, Role.ORGANISER, Role.SUPERVISOR, Role.ADMIN})
+
+
+class Organisation(SQLModel, table=True):
+    """One grassroots organisation; `path` is the materialised path of codes, `/A/B/C/`."""
+
+    __tablename__ = "organisation"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(sa_type=String(64), unique=True, nullable=False)
+    name: str = Field(sa_type=String(200), nullable=False)
+    kind: str = Field(sa_type=String(16), nullable=False)
+    parent_id: int | None = Field(default=None, foreign_key="organisation.id", index=True)
+    path: str = Field(sa_type=PathString, nullable=False, index=True)
+    depth: int = Field(default=0, nullable=False)
+    member_count: int = Field(default=0, nullable=False)
+    secretary_name: str | None = Field(default=None, sa_type=String(100))
+    contact: str | None = Field(default=None, sa_type=String(200))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class User(SQLModel, table=True):
+    """A person who logs in."""
+
+    __tablename__ = "app_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(sa_type=String(64), unique=True, nullable=False)
+    display_name: str = Field(sa_type=String(100), nullable=False)
+    password_hash: str = Field(sa_type=String(200), nullable=False)
+    email: str | None = Field(default=None, sa_type=String(200))
+    is_active: bool = Field(default=True, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Grant(SQLModel, table=True):
+    """A role a user holds on an organisation."""
+
+    __tablename__ = "role_grant"
+    __table_args__ = (UniqueConstraint("user_id", "org_id", "role", name="uq_grant"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True, nullable=False)
+    org_id: int = Field(foreign_key="organisation.id", index=True, nullable=False)
+    role: str = Field(sa_type=String(16), nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class TemplateVersion(SQLModel, table=True):
+    """The frozen definition of a template version, kept for every campaign launched on it."""
+
+    __tablename__ = "template_version"
+    __table_args__ = (UniqueConstraint("key", "version", name="uq_template_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_type=String(64), nullable=False)
+    version: int = Field(nullable=False)
+    name: str = Field(sa_type=String(200), nullable=False)
+    digest: str = Field(sa_type=String(64), nullable=False)
+    definition: dict[str, Any] = _json()
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Campaign(SQLModel, table=True):
+    """One launch of a template over an organisation's subtree."""
+
+    __tablename__ = "campaign"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=String(200), nullable=False)
+    template_version_id: int = Field(foreign_key="template_version.id", nullable=False)
+    template_key: str = Field(sa_type=String(64), nullable=False, index=True)
+    template_version: int = Field(nullable=False)
+    root_org_id: int = Field(foreign_key="organisation.id", nullable=False, index=True)
+    kinds: list[str] = Field(default_factory=list, sa_type=JSON, nullable=False)
+    schedule: dict[str, Any] = _json()
+    status: str = Field(default="active", sa_type=String(16), nullable=False)
+    run_count: int = Field(default=0, nullable=False)
+    launched_by: int | None = Field(default=None, foreign_key="app_user.id")
+    launched_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Run(SQLModel, table=True):
+    """One organisation's state machine inside one campaign."""
+
+    __tablename__ = "run"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "org_id", name="uq_run_campaign_org"),
+        Index("ix_run_campaign_stage", "campaign_id", "stage"),
+        Index("ix_run_deadline", "deadline"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", nullable=False)
+    org_id: int = Field(foreign_key="organisation.id", nullable=False, index=True)
+    stage: str = Field(sa_type=String(64), nullable=False)
+    entered_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    deadline: datetime | None = _ts(nullable=True)
+    version: int = Field(default=1, nullable=False)
+    pending_request_id: int | None = Field(default=None)
+    escalation_level: int = Field(default=0, nullable=False)
+    completed_at: datetime | None = _ts(nullable=True)
+
+
+class EvidenceKind(StrEnum):
+    """Kinds of evidence a run records for a stage."""
+
+    MEETING = "meeting"
+    COMMITMENT = "commitment"
+    ACTIVITY = "activity"
+    REVIEW = "review"
+    APPRAISAL = "appraisal"
+    DECISION = "decision"
+    DOCUMENT = "document"
+
+
+class Evidence(SQLModel, table=True):
+    """A typed record of something done for a run's stage; never changed once written."""
+
+    __tablename__ = "evidence"
+    __table_args__ = (Index("ix_evidence_run_stage_kind", "run_id", "stage", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", nullable=False)
+    stage: str = Field(sa_type=String(64), nullable=False)
+    kind: str = Field(sa_type=String(16), nullable=False)
+    subject: str | None = Field(default=None, sa_type=String(200))
+    data: dict[str, Any] = _json()
+    recorded_by: int | None = Field(default=None, foreign_key="app_user.id")
+    recorder_org_id: int | None = Field(default=None, foreign_key="organisation.id")
+    on_behalf: bool = Field(default=False, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class RequestKind(StrEnum):
+    ADVANCE = "advance"
+    EXTENSION = "extension"
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    RETURNED = "returned"
+    WITHDRAWN = "withdrawn"
+
+
+class Request(SQLModel, table=True):
+    """A request to advance a run (or extend its deadline) walking its approval chain."""
+
+    __tablename__ = "request"
+    __table_args__ = (Index("ix_request_status_approver", "status", "current_approver_org_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", nullable=False, index=True)
+    kind: str = Field(sa_type=String(16), nullable=False)
+    from_stage: str = Field(sa_type=String(64), nullable=False)
+    to_stage: str | None = Field(default=None, sa_type=String(64))
+    status: str = Field(default=RequestStatus.PENDING, sa_type=String(16), nullable=False)
+    chain: list[int] = Field(default_factory=list, sa_type=JSON, nullable=False)
+    step: int = Field(default=0, nullable=False)
+    current_approver_org_id: int | None = Field(default=None, foreign_key="organisation.id")
+    requested_by: int = Field(foreign_key="app_user.id", nullable=False)
+    on_behalf: bool = Field(default=False, nullable=False)
+    comment: str | None = Field(default=None, sa_type=String(2000))
+    requested_deadline: datetime | None = _ts(nullable=True)
+    return_reason: str | None = Field(default=None, sa_type=String(2000))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    submitted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    decided_at: datetime | None = _ts(nullable=True)
+
+
+class Decision(SQLModel, table=True):
+    """One approver's decision on one step of a request."""
+
+    __tablename__ = "decision"
+    __table_args__ = (UniqueConstraint("request_id", "step", name="uq_decision_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="request.id", nullable=False, index=True)
+    step: int = Field(nullable=False)
+    org_id: int = Field(foreign_key="organisation.id", nullable=False)
+    decided_by: int = Field(foreign_key="app_user.id", nullable=False)
+    outcome: str = Field(sa_type=String(16), nullable=False)
+    opinion: str | None = Field(default=None, sa_type=String(2000))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class AuditEvent(SQLModel, table=True):
+    """An append-only, hash-chained record; each stream (`run:12`, `org`) is its own chain."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (UniqueConstraint("stream", "seq", name="uq_audit_stream_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    stream: str = Field(sa_type=String(64), nullable=False)
+    seq: int = Field(nullable=False)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    actor_id: int | None = Field(default=None)
+    action: str = Field(sa_type=String(64), nullable=False)
+    run_id: int | None = Field(default=None, index=True)
+    data: dict[str, Any] = _json()
+    prev_hash: str = Field(sa_type=String(64), nullable=False)
+    hash: str = Field(sa_type=String(64), nullable=False)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A notice to deliver, written in the same transaction as the change that causes it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(sa_type=String(200), unique=True, nullable=False)
+    event_kind: str = Field(sa_type=String(64), nullable=False)
+    run_id: int | None = Field(default=None, index=True)
+    org_id: int | None = Field(default=None)
+    payload: dict[str, Any] = _json()
+    status: str = Field(default="pending", sa_type=String(16), nullable=False)
+    attempts: int = Field(default=0, nullable=False)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class CalendarOverride(SQLModel, table=True):
+    """A day whose working status overrides the published calendar."""
+
+    __tablename__ = "calendar_override"
+
+    day: date = Field(primary_key=True)
+    is_workday: bool = Field(nullable=False)
+    note: str | None = Field(default=None, sa_type=String(200))

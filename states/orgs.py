@@ -1,0 +1,88 @@
+"""The organisation tree: materialised-path queries, index-backed, never recursion over rows."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, and_
+from sqlmodel import Session, col, select
+
+from states.errors import NotFound
+from states.models import Organisation
+
+CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+KIND_ORDER = ("党委", "党总支", "党支部", "党小组")
+
+
+def child_path(parent_path: str | None, code: str) -> str:
+    """Return the path of an organisation with `code` under a parent with `parent_path`."""
+    return f"{parent_path or '/'}{code}/"
+
+
+def path_codes(path: str) -> list[str]:
+    """Return the codes along a path, root first."""
+    return [c for c in path.split("/") if c]
+
+
+def subtree_filter(path: str, *, include_self: bool = True) -> ColumnElement[bool]:
+    """Return a range predicate on `Organisation.path` (btree-backed) for a subtree."""
+    # Every descendant path starts with `path` (which ends in '/'); '0' sorts right after '/'.
+    upper = path[:-1] + "0"
+    cond = and_(col(Organisation.path) >= path, col(Organisation.path) < upper)
+    if not include_self:
+        cond = and_(cond, col(Organisation.path) != path)
+    return cond
+
+
+def get_org(session: Session, org_id: int) -> Organisation:
+    """Return the organisation or raise NotFound."""
+    org = session.get(Organisation, org_id)
+    if org is None:
+        raise NotFound("组织不存在", details={"org_id": org_id})
+    return org
+
+
+def get_org_by_code(session: Session, code: str) -> Organisation:
+    """Return the organisation with `code` or raise NotFound."""
+    org = session.execute(
+        select(Organisation).where(Organisation.code == code)
+    ).scalar_one_or_none()
+    if org is None:
+        raise NotFound(f"组织编码不存在：{code}", details={"code": code})
+    return org
+
+
+def ancestors(session: Session, org: Organisation) -> list[Organisation]:
+    """Return the ancestors of `org`, nearest first (parent, grandparent, …)."""
+    codes = path_codes(org.path)[:-1]
+    if not codes:
+        return []
+    rows = session.execute(select(Organisation).where(col(Organisation.code).in_(codes))).scalars()
+    by_code = {o.code: o for o in rows}
+    return [by_code[c] for c in reversed(codes) if c in by_code]
+
+
+def subtree(
+    session: Session,
+    org: Organisation,
+    *,
+    kinds: Sequence[str] | None = None,
+    include_self: bool = True,
+) -> list[Organisation]:
+    """Return the organisations in `org`'s subtree, in path order."""
+    stmt = select(Organisation).where(subtree_filter(org.path, include_self=include_self))
+    if kinds:
+        stmt = stmt.where(col(Organisation.kind).in_(list(kinds)))
+    return list(session.execute(stmt.order_by(Organisation.path)).scalars())
+
+
+def children(session: Session, org: Organisation) -> list[Organisation]:
+    """Return the direct children of `org`, by code."""
+    stmt = select(Organisation).where(Organisation.parent_id == org.id).order_by(Organisation.code)
+    return list(session.execute(stmt).scalars())
+
+
+def is_within(path: str, ancestor_path: str) -> bool:
+    """Return whether `path` lies in the subtree at `ancestor_path` (itself included)."""
+    return path.startswith(ancestor_path)

@@ -1,0 +1,721 @@
+"""Runs: evidence, requests to advance, approvals up the tree, returns, withdrawals, extensions.
+
+Every change to a run is a compare-and-set on `run.version` (or a row lock for evidence), and
+the change, its audit event and its outbox rows are flushed into the caller's transaction:
+they commit together or not at all (see `states.db.unit_of_work`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from states import audit, outbox
+from states.campaigns import campaign_template
+from states.catalog import DONE, Template
+from states.errors import (
+    ConcurrentUpdate,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RequirementsUnmet,
+)
+from states.evidence import validate_evidence
+from states.machines import ADVANCE, RETURN_PREFIX, fire, stage_label
+from states.models import (
+    Campaign,
+    Decision,
+    Evidence,
+    Organisation,
+    Request,
+    RequestKind,
+    RequestStatus,
+    Role,
+    Run,
+)
+from states.orgs import ancestors
+from states.requirements import RequirementStatus, evaluate, load_facts
+from states.schedule import deadline_for
+from states.timeutil import format_local, utcnow
+from states.users import Actor
+from states.workcal import load_calendar
+
+ACT_ROLES = frozenset({Role.SECRETARY, Role.COMMITTEE, Role.ADMIN})
+SUPERIOR_ROLES = frozenset({Role.COMMITTEE, Role.ADMIN})
+STATUS_LABELS = {
+    "pending": "待审批",
+    "approved": "已通过",
+    "returned": "已退回",
+    "withdrawn": "已撤回",
+}
+
+
+@dataclass
+class RunContext:
+    """A run with everything needed to decide on it."""
+
+    run: Run
+    campaign: Campaign
+    org: Organisation
+    tpl: Template
+
+
+def load_run(
+    session: Session, run_id: int, actor: Actor | None, *, lock: bool = False
+) -> RunContext:
+    """Return the run's context; NotFound if missing or outside the actor's reach."""
+    stmt = select(Run).where(Run.id == run_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    run = session.execute(stmt).scalar_one_or_none()
+    org = session.get(Organisation, run.org_id) if run else None
+    if run is None or org is None or (actor is not None and not actor.reaches(org.path)):
+        raise NotFound("支部进程不存在", details={"run_id": run_id})
+    campaign = session.get(Campaign, run.campaign_id)
+    assert campaign is not None
+    return RunContext(run, campaign, org, campaign_template(session, campaign))
+
+
+def _acting_as(ctx: RunContext, actor: Actor) -> bool:
+    """Return whether the actor acts on the branch's behalf (代办); Forbidden if not allowed."""
+    if actor.holds_on(ctx.org.id or 0, ACT_ROLES):
+        return False
+    if actor.holds_above(ctx.org.path, SUPERIOR_ROLES):
+        return True
+    raise Forbidden("只有本组织书记、委员或上级党委委员（代办）可以办理此事项")
+
+
+def _cas(session: Session, run: Run, **values: Any) -> None:
+    """Apply `values` to the run only if nobody changed it since it was read."""
+    result = session.execute(
+        update(Run)
+        .where(col(Run.id) == run.id, col(Run.version) == run.version)
+        .values(version=run.version + 1, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
+        raise ConcurrentUpdate("该支部进程刚被他人更新，请刷新后重试", details={"run_id": run.id})
+    session.refresh(run)
+
+
+def _flush(session: Session) -> None:
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
+
+
+def _log(session: Session, ctx: RunContext, action: str, actor: Actor | None, **data: Any) -> None:
+    audit.append(
+        session,
+        stream=f"run:{ctx.run.id}",
+        action=action,
+        actor_id=actor.user_id if actor else None,
+        run_id=ctx.run.id,
+        data={"org": ctx.org.code, **data},
+    )
+
+
+def _notify(
+    session: Session, ctx: RunContext, event_kind: str, key: str, org_id: int, **payload: Any
+) -> None:
+    outbox.enqueue(
+        session,
+        event_kind=event_kind,
+        dedupe_key=f"{event_kind}:{key}",
+        run_id=ctx.run.id,
+        org_id=org_id,
+        payload={
+            "run_id": ctx.run.id,
+            "campaign_id": ctx.campaign.id,
+            "campaign": ctx.campaign.name,
+            "org_code": ctx.org.code,
+            "org_name": ctx.org.name,
+            **payload,
+        },
+    )
+
+
+def checklist(session: Session, ctx: RunContext) -> list[RequirementStatus]:
+    """Return the current stage's requirements, met or unmet, with reasons."""
+    if ctx.run.stage == DONE:
+        return []
+    facts = load_facts(
+        session, run_id=ctx.run.id or 0, stage=ctx.run.stage, member_count=ctx.org.member_count
+    )
+    return evaluate(ctx.tpl.stage(ctx.run.stage), facts)
+
+
+def record_evidence(
+    session: Session, *, run_id: int, actor: Actor, kind: str, data: dict[str, Any]
+) -> Evidence:
+    """Record one piece of evidence for the run's current stage."""
+    ctx = load_run(session, run_id, actor, lock=True)
+    if ctx.run.stage == DONE:
+        raise Conflict("该进程已完成，不能再补录材料")
+    stage = ctx.tpl.stage(ctx.run.stage)
+    if kind not in stage.evidence:
+        allowed = "、".join(stage.evidence) or "无"
+        raise InvalidInput(
+            f"「{stage.name}」阶段不收 {kind} 类材料（可录：{allowed}）",
+            details=[{"field": "kind"}],
+        )
+    clean, subject = validate_evidence(ctx.tpl, kind, data)
+    if kind == "review":
+        if not actor.holds_above(ctx.org.path, SUPERIOR_ROLES):
+            raise Forbidden("点评须由上级党组织委员录入")
+        on_behalf, recorder_org = False, _superior_org(session, ctx, actor)
+    else:
+        on_behalf, recorder_org = _acting_as(ctx, actor), ctx.org.id
+    ev = Evidence(
+        run_id=ctx.run.id or 0,
+        stage=stage.id,
+        kind=kind,
+        subject=subject,
+        data=clean,
+        recorded_by=actor.user_id,
+        recorder_org_id=recorder_org,
+        on_behalf=on_behalf,
+    )
+    session.add(ev)
+    _flush(session)
+    _log(
+        session,
+        ctx,
+        "evidence.recorded",
+        actor,
+        evidence_id=ev.id,
+        stage=stage.id,
+        kind=kind,
+        subject=subject,
+        on_behalf=on_behalf,
+    )
+    return ev
+
+
+def _superior_org(session: Session, ctx: RunContext, actor: Actor) -> int | None:
+    for anc in ancestors(session, ctx.org):
+        if actor.holds_on(anc.id or 0, SUPERIOR_ROLES):
+            return anc.id
+    return None
+
+
+def resolve_chain(session: Session, ctx: RunContext, kind: str) -> list[int]:
+    """Return the approver organisations for leaving the current stage, nearest first.
+
+    Only ancestors inside the campaign's subtree approve: a campaign never reaches above the
+    organisation that launched it.
+    """
+    tpl = ctx.tpl
+    steps = (
+        tpl.approval.extension if kind == RequestKind.EXTENSION else tpl.chain_for(ctx.run.stage)
+    )
+    root = session.get(Organisation, ctx.campaign.root_org_id)
+    assert root is not None
+    line = [a for a in ancestors(session, ctx.org) if a.path.startswith(root.path)]
+    chain: list[int] = []
+    for step in steps:
+        if step.parent is not None:
+            org = line[step.parent - 1] if len(line) >= step.parent else None
+        else:
+            org = next((a for a in line if a.kind == step.nearest_kind), None)
+        if org is not None and org.id not in chain:
+            chain.append(org.id or 0)
+    if not chain:
+        raise Conflict(
+            f"「{ctx.org.name}」在本活动中没有上级审批组织", details={"rule": "no_approver"}
+        )
+    return chain
+
+
+def request_advance(
+    session: Session,
+    *,
+    run_id: int,
+    actor: Actor,
+    comment: str | None = None,
+    expected_version: int | None = None,
+) -> Request:
+    """Ask to move the run to its next stage; 409 with every unmet requirement if not ready."""
+    ctx = load_run(session, run_id, actor)
+    run = ctx.run
+    if expected_version is not None and expected_version != run.version:
+        raise ConcurrentUpdate("该支部进程已被他人更新，请刷新后重试")
+    on_behalf = _acting_as(ctx, actor)
+    if run.stage == DONE:
+        raise Conflict("该进程已完成全部阶段", details={"rule": "done"})
+    if run.pending_request_id is not None:
+        raise Conflict(
+            f"已有待审批的申请（#{run.pending_request_id}），请等待审批或先撤回",
+            details={"rule": "pending_request", "request_id": run.pending_request_id},
+        )
+    facts = load_facts(session, run_id=run_id, stage=run.stage, member_count=ctx.org.member_count)
+    outcome = fire(ctx.tpl, run.stage, ADVANCE, facts)
+    if not outcome.moved:
+        reasons = [u.reason for u in outcome.unmet]
+        raise RequirementsUnmet(
+            "尚不满足进入下一阶段的条件：" + "；".join(reasons),
+            details=[{"requirement": u.key, "reason": u.reason} for u in outcome.unmet],
+        )
+    chain = resolve_chain(session, ctx, RequestKind.ADVANCE)
+    req = Request(
+        run_id=run_id,
+        kind=RequestKind.ADVANCE,
+        from_stage=run.stage,
+        to_stage=outcome.state,
+        chain=chain,
+        current_approver_org_id=chain[0],
+        requested_by=actor.user_id,
+        on_behalf=on_behalf,
+        comment=(comment or "").strip() or None,
+    )
+    session.add(req)
+    _flush(session)
+    _cas(session, run, pending_request_id=req.id)
+    _log(
+        session,
+        ctx,
+        "request.submitted",
+        actor,
+        request_id=req.id,
+        from_stage=run.stage,
+        to_stage=outcome.state,
+        chain=chain,
+        on_behalf=on_behalf,
+        comment=req.comment,
+    )
+    _notify(
+        session,
+        ctx,
+        "request_submitted",
+        f"{req.id}",
+        chain[0],
+        request_id=req.id,
+        stage=stage_label(ctx.tpl, req.from_stage),
+        to_stage=stage_label(ctx.tpl, outcome.state),
+    )
+    return req
+
+
+def request_extension(
+    session: Session, *, run_id: int, actor: Actor, new_deadline: datetime, reason: str
+) -> Request:
+    """Ask the parent for a later deadline (延期) with a reason."""
+    ctx = load_run(session, run_id, actor)
+    run = ctx.run
+    on_behalf = _acting_as(ctx, actor)
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("申请延期须说明理由", details=[{"field": "reason"}])
+    if run.stage == DONE:
+        raise Conflict("该进程已完成，无需延期", details={"rule": "done"})
+    if new_deadline.tzinfo is None:
+        raise InvalidInput("新的截止时间须带时区", details=[{"field": "new_deadline"}])
+    if run.deadline is not None and new_deadline <= run.deadline:
+        raise InvalidInput(
+            f"新的截止时间须晚于现在的截止时间 {format_local(run.deadline)}",
+            details=[{"field": "new_deadline"}],
+        )
+    pending = session.execute(
+        select(Request.id).where(
+            Request.run_id == run_id,
+            Request.kind == RequestKind.EXTENSION,
+            Request.status == RequestStatus.PENDING,
+        )
+    ).first()
+    if pending:
+        raise Conflict(
+            f"已有待审批的延期申请（#{pending[0]}）", details={"rule": "pending_extension"}
+        )
+    chain = resolve_chain(session, ctx, RequestKind.EXTENSION)
+    req = Request(
+        run_id=run_id,
+        kind=RequestKind.EXTENSION,
+        from_stage=run.stage,
+        to_stage=run.stage,
+        chain=chain,
+        current_approver_org_id=chain[0],
+        requested_by=actor.user_id,
+        on_behalf=on_behalf,
+        comment=reason,
+        requested_deadline=new_deadline,
+    )
+    session.add(req)
+    _flush(session)
+    _cas(session, run)  # serialise with every other change to this run
+    _log(
+        session,
+        ctx,
+        "extension.requested",
+        actor,
+        request_id=req.id,
+        reason=reason,
+        new_deadline=new_deadline.isoformat(),
+        on_behalf=on_behalf,
+    )
+    _notify(
+        session,
+        ctx,
+        "extension_requested",
+        f"{req.id}",
+        chain[0],
+        request_id=req.id,
+        reason=reason,
+        new_deadline=format_local(new_deadline),
+    )
+    return req
+
+
+def _load_request(session: Session, request_id: int, actor: Actor) -> tuple[Request, RunContext]:
+    req = session.get(Request, request_id)
+    if req is None:
+        raise NotFound("申请不存在", details={"request_id": request_id})
+    try:
+        ctx = load_run(session, req.run_id, actor)
+    except NotFound:
+        raise NotFound("申请不存在", details={"request_id": request_id}) from None
+    return req, ctx
+
+
+def _check_approver(session: Session, req: Request, ctx: RunContext, actor: Actor) -> None:
+    if req.status != RequestStatus.PENDING:
+        raise Conflict(
+            f"该申请已{STATUS_LABELS.get(req.status, req.status)}，不能再审批",
+            details={"rule": "not_pending", "status": req.status},
+        )
+    if req.requested_by == actor.user_id:
+        raise Forbidden("不能审批自己提交的申请", details={"rule": "self_approval"})
+    if actor.holds_on(ctx.org.id or 0, frozenset({Role.SECRETARY})):
+        raise Forbidden("不能审批本支部的申请（本人任该支部书记）", details={"rule": "own_branch"})
+    approver = session.get(Organisation, req.current_approver_org_id)
+    assert approver is not None
+    if not (
+        actor.holds_on(approver.id or 0, SUPERIOR_ROLES)
+        or actor.holds_above(approver.path, frozenset({Role.ADMIN}))
+    ):
+        raise Forbidden(f"此步须由「{approver.name}」的委员审批", details={"rule": "not_approver"})
+    earlier = session.execute(
+        select(Decision.id).where(
+            Decision.request_id == req.id, Decision.decided_by == actor.user_id
+        )
+    ).first()
+    if earlier:
+        raise Forbidden("同一申请的各级审批须由不同的人作出", details={"rule": "same_approver"})
+
+
+def approve(
+    session: Session, *, request_id: int, actor: Actor, opinion: str | None = None
+) -> Request:
+    """Approve the request's current step; the last step applies the change."""
+    req, ctx = _load_request(session, request_id, actor)
+    _check_approver(session, req, ctx, actor)
+    opinion = (opinion or "").strip() or None
+    session.add(
+        Decision(
+            request_id=req.id or 0,
+            step=req.step,
+            org_id=req.current_approver_org_id or 0,
+            decided_by=actor.user_id,
+            outcome="approved",
+            opinion=opinion,
+        )
+    )
+    _flush(session)
+    if req.step + 1 < len(req.chain):
+        _forward(session, req, ctx, actor, opinion)
+    elif req.kind == RequestKind.EXTENSION:
+        _grant_extension(session, req, ctx, actor, opinion)
+    else:
+        _apply_advance(session, req, ctx, actor, opinion)
+    return req
+
+
+def _forward(
+    session: Session, req: Request, ctx: RunContext, actor: Actor, opinion: str | None
+) -> None:
+    step = req.step
+    req.step = step + 1
+    req.current_approver_org_id = req.chain[step + 1]
+    _flush(session)
+    _cas(session, ctx.run)
+    _log(
+        session, ctx, "request.step_approved", actor, request_id=req.id, step=step, opinion=opinion
+    )
+    _notify(
+        session,
+        ctx,
+        "request_submitted",
+        f"{req.id}:{step + 1}",
+        req.chain[step + 1],
+        request_id=req.id,
+        stage=stage_label(ctx.tpl, req.from_stage),
+        to_stage=stage_label(ctx.tpl, req.to_stage or DONE),
+    )
+
+
+def _enter(session: Session, ctx: RunContext, stage: str, now: datetime) -> dict[str, Any]:
+    deadline = deadline_for(ctx.campaign.schedule, stage, now, load_calendar(session))
+    return {
+        "stage": stage,
+        "entered_at": now,
+        "deadline": deadline,
+        "escalation_level": 0,
+        "completed_at": now if stage == DONE else None,
+    }
+
+
+def _apply_advance(
+    session: Session, req: Request, ctx: RunContext, actor: Actor, opinion: str | None
+) -> None:
+    run = ctx.run
+    if run.stage != req.from_stage:
+        raise Conflict("进程阶段已变化，此申请已失效", details={"rule": "stale_request"})
+    facts = load_facts(
+        session, run_id=run.id or 0, stage=run.stage, member_count=ctx.org.member_count
+    )
+    outcome = fire(ctx.tpl, run.stage, ADVANCE, facts)
+    if not outcome.moved:
+        raise RequirementsUnmet(
+            "尚不满足进入下一阶段的条件：" + "；".join(u.reason for u in outcome.unmet),
+            details=[{"requirement": u.key, "reason": u.reason} for u in outcome.unmet],
+        )
+    now = utcnow()
+    req.status = RequestStatus.APPROVED
+    req.decided_at = now
+    _flush(session)
+    _cas(session, run, pending_request_id=None, **_enter(session, ctx, outcome.state, now))
+    _log(
+        session,
+        ctx,
+        "stage.advanced",
+        actor,
+        request_id=req.id,
+        from_stage=req.from_stage,
+        to_stage=outcome.state,
+        opinion=opinion,
+    )
+    _notify(
+        session,
+        ctx,
+        "request_approved",
+        f"{req.id}",
+        ctx.org.id or 0,
+        request_id=req.id,
+        stage=stage_label(ctx.tpl, req.from_stage),
+        to_stage=stage_label(ctx.tpl, outcome.state),
+        opinion=opinion,
+        deadline=format_local(run.deadline),
+    )
+
+
+def _grant_extension(
+    session: Session, req: Request, ctx: RunContext, actor: Actor, opinion: str | None
+) -> None:
+    now = utcnow()
+    old = ctx.run.deadline
+    req.status = RequestStatus.APPROVED
+    req.decided_at = now
+    _flush(session)
+    _cas(session, ctx.run, deadline=req.requested_deadline, escalation_level=0)
+    _log(
+        session,
+        ctx,
+        "extension.granted",
+        actor,
+        request_id=req.id,
+        reason=req.comment,
+        old_deadline=old.isoformat() if old else None,
+        new_deadline=req.requested_deadline.isoformat() if req.requested_deadline else None,
+        opinion=opinion,
+    )
+    _notify(
+        session,
+        ctx,
+        "extension_granted",
+        f"{req.id}",
+        ctx.org.id or 0,
+        request_id=req.id,
+        new_deadline=format_local(req.requested_deadline),
+        opinion=opinion,
+    )
+
+
+def return_request(
+    session: Session,
+    *,
+    request_id: int,
+    actor: Actor,
+    reason: str,
+    to_stage: str | None = None,
+) -> Request:
+    """Return (退回) a pending request with a reason; optionally send the run back a stage."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("退回须填写意见", details=[{"field": "reason"}])
+    req, ctx = _load_request(session, request_id, actor)
+    _check_approver(session, req, ctx, actor)
+    session.add(
+        Decision(
+            request_id=req.id or 0,
+            step=req.step,
+            org_id=req.current_approver_org_id or 0,
+            decided_by=actor.user_id,
+            outcome="returned",
+            opinion=reason,
+        )
+    )
+    now = utcnow()
+    req.status = RequestStatus.RETURNED
+    req.return_reason = reason
+    req.decided_at = now
+    _flush(session)
+    values: dict[str, Any] = {}
+    if req.kind == RequestKind.ADVANCE:
+        values["pending_request_id"] = None
+    if to_stage is not None:
+        outcome = fire(ctx.tpl, ctx.run.stage, RETURN_PREFIX + to_stage)
+        values.update(_enter(session, ctx, outcome.state, now))
+    from_stage = ctx.run.stage
+    _cas(session, ctx.run, **values)
+    _log(
+        session,
+        ctx,
+        "request.returned",
+        actor,
+        request_id=req.id,
+        kind=req.kind,
+        step=req.step,
+        reason=reason,
+        from_stage=from_stage,
+        to_stage=to_stage,
+    )
+    _notify(
+        session,
+        ctx,
+        "request_returned",
+        f"{req.id}",
+        ctx.org.id or 0,
+        request_id=req.id,
+        kind=req.kind,
+        reason=reason,
+        stage=stage_label(ctx.tpl, ctx.run.stage),
+    )
+    return req
+
+
+def send_back(session: Session, *, run_id: int, actor: Actor, to_stage: str, reason: str) -> Run:
+    """A superior returns a run to an earlier stage with a reason (cancels a pending request)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("退回须填写意见", details=[{"field": "reason"}])
+    ctx = load_run(session, run_id, actor)
+    if not actor.holds_above(ctx.org.path, SUPERIOR_ROLES):
+        raise Forbidden("只有上级党组织委员可以退回进程")
+    from_stage = ctx.run.stage
+    if from_stage == DONE:
+        raise Conflict("该进程已完成，不能退回", details={"rule": "done"})
+    outcome = fire(ctx.tpl, from_stage, RETURN_PREFIX + to_stage)
+    now = utcnow()
+    pending = (
+        session.get(Request, ctx.run.pending_request_id) if ctx.run.pending_request_id else None
+    )
+    if pending is not None:
+        pending.status = RequestStatus.RETURNED
+        pending.return_reason = reason
+        pending.decided_at = now
+        _flush(session)
+    _cas(session, ctx.run, pending_request_id=None, **_enter(session, ctx, outcome.state, now))
+    _log(
+        session,
+        ctx,
+        "run.sent_back",
+        actor,
+        from_stage=from_stage,
+        to_stage=to_stage,
+        reason=reason,
+        cancelled_request=pending.id if pending else None,
+    )
+    _notify(
+        session,
+        ctx,
+        "run_sent_back",
+        f"{ctx.run.id}:{ctx.run.version}",
+        ctx.org.id or 0,
+        reason=reason,
+        stage=stage_label(ctx.tpl, to_stage),
+    )
+    return ctx.run
+
+
+def withdraw(session: Session, *, request_id: int, actor: Actor) -> Request:
+    """The requester withdraws a pending request."""
+    req, ctx = _load_request(session, request_id, actor)
+    if req.requested_by != actor.user_id:
+        raise Forbidden("只有申请人本人可以撤回申请", details={"rule": "not_requester"})
+    if req.status != RequestStatus.PENDING:
+        raise Conflict(
+            f"该申请已{STATUS_LABELS.get(req.status, req.status)}，不能撤回",
+            details={"rule": "not_pending", "status": req.status},
+        )
+    req.status = RequestStatus.WITHDRAWN
+    req.decided_at = utcnow()
+    _flush(session)
+    values = {"pending_request_id": None} if req.kind == RequestKind.ADVANCE else {}
+    _cas(session, ctx.run, **values)
+    _log(session, ctx, "request.withdrawn", actor, request_id=req.id, kind=req.kind)
+    _notify(
+        session,
+        ctx,
+        "request_withdrawn",
+        f"{req.id}",
+        req.current_approver_org_id or 0,
+        request_id=req.id,
+        kind=req.kind,
+    )
+    return req
+
+
+def allowed_actions(session: Session, ctx: RunContext, actor: Actor) -> list[str]:
+    """Return what `actor` may do on this run now (for the API and the pages)."""
+    actions: list[str] = []
+    run = ctx.run
+    own = actor.holds_on(ctx.org.id or 0, ACT_ROLES)
+    superior = actor.holds_above(ctx.org.path, SUPERIOR_ROLES)
+    if run.stage != DONE and (own or superior):
+        actions += ["record_evidence", "request_extension"]
+        if run.pending_request_id is None:
+            actions.append("request_advance")
+    if run.pending_request_id is not None:
+        req = session.get(Request, run.pending_request_id)
+        if req is not None and req.requested_by == actor.user_id:
+            actions.append("withdraw")
+        if req is not None and _may_decide(session, req, ctx, actor):
+            actions += ["approve", "return"]
+    if superior and run.stage not in (DONE, ctx.tpl.stage_ids[0]):
+        actions.append("send_back")
+    return actions
+
+
+def _may_decide(session: Session, req: Request, ctx: RunContext, actor: Actor) -> bool:
+    try:
+        _check_approver(session, req, ctx, actor)
+    except (Forbidden, Conflict):
+        return False
+    return True
+
+
+def history(session: Session, run_id: int, actor: Actor | None) -> list[audit.AuditEvent]:
+    """Return the run's audit events, newest first."""
+    ctx = load_run(session, run_id, actor)
+    stmt = (
+        select(audit.AuditEvent)
+        .where(audit.AuditEvent.stream == f"run:{ctx.run.id}")
+        .order_by(col(audit.AuditEvent.seq).desc())
+    )
+    return list(session.execute(stmt).scalars())

@@ -1,0 +1,1 @@
+"""Prefect flows for the timed work (deadline sweeps, escalations, bulletins); filled in later."""
