@@ -164,3 +164,25 @@ _CHECKS: dict[type, Callable[..., RequirementStatus]] = {
 def evaluate(stage: Stage, facts: RunFacts) -> list[RequirementStatus]:
     """Return the status of every requirement of `stage`, in template order."""
     return [_CHECKS[type(req)](stage, req, facts) for req in stage.requirements]
+
+
+def describe(req: object) -> str:
+    """Return a requirement in words, for template listings."""
+    if isinstance(req, EvidenceCount):
+        what = EVIDENCE_LABELS[req.kind]
+        return f"至少 {req.min} 项{req.label}（{what}）"
+    if isinstance(req, ActivityHeadings):
+        return f"{'、'.join(req.headings)}每个方面至少 {req.min_each} 项活动"
+    if isinstance(req, CommitmentShare):
+        branch = "，并有支部承诺" if req.branch_commitment else ""
+        return f"不少于 {round(req.min_share * 100)}% 的党员提交承诺{branch}"
+    if isinstance(req, ReviewPresent):
+        return "上级党组织完成点评"
+    if isinstance(req, AppraisalCount):
+        ratio = (
+            f"（且不少于党员人数的 {req.min_member_ratio:g} 倍）" if req.min_member_ratio else ""
+        )
+        return f"至少 {req.min} 份群众测评{ratio}"
+    if isinstance(req, DecisionRecorded):
+        return "录入评定等次" if req.needs_grade else "录入评定结果"
+    return str(req)

@@ -1,0 +1,550 @@
+"""The `dangjian` command line: set-up, imports, users, campaigns, audit, calendar, demo."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from states.errors import DomainError, InvalidInput
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Warnings reach the user once, through `friendly`; keep logging's last-resort handler quiet.
+logging.getLogger("states").addHandler(logging.NullHandler())
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _engine() -> Engine:
+    from states.db import get_engine
+
+    return get_engine()
+
+
+def _fail(message: str, details: Any = None, code: int = 1) -> None:
+    click.secho(f"错误 / Error: {message}", fg="red", err=True)
+    if isinstance(details, list):
+        for item in details[:50]:
+            click.echo(f"  - {_detail(item)}", err=True)
+        if len(details) > 50:
+            click.echo(f"  … 另有 {len(details) - 50} 条 / {len(details) - 50} more", err=True)
+    sys.exit(code)
+
+
+def _detail(item: Any) -> str:
+    if isinstance(item, dict):
+        if "row" in item:
+            return f"第 {item['row']} 行 [{item.get('column', '')}]：{item.get('message', '')}"
+        return "；".join(f"{k}: {v}" for k, v in item.items())
+    return str(item)
+
+
+def friendly(fn: F) -> F:
+    """Turn domain errors into a message and a non-zero exit code; warnings into notes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = fn(*args, **kwargs)
+            except InvalidInput as exc:
+                _fail(exc.message, exc.details, code=2)
+            except DomainError as exc:
+                _fail(exc.message, exc.details)
+            finally:
+                seen: set[str] = set()
+                for w in caught:
+                    text = str(w.message)
+                    if text not in seen and "Deprecat" not in type(w.message).__name__:
+                        seen.add(text)
+                        click.secho(f"注意 / Warning: {text}", fg="yellow", err=True)
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+def require_schema(engine: Engine) -> None:
+    """Exit with a clear message when the database is not migrated to the newest schema."""
+    from states.migrate import current_revision, head_revision
+
+    current = current_revision(engine)
+    if current != head_revision():
+        _fail(
+            f"数据库尚未升级到最新结构（当前：{current or '空库'}）。请先运行 `dangjian db upgrade`。\n"
+            f"The database schema is not up to date ({current or 'empty'}); run `dangjian db upgrade`."
+        )
+
+
+@contextmanager
+def work() -> Iterator[Session]:
+    """A unit of work on the configured, migrated database."""
+    from states.db import unit_of_work
+
+    engine = _engine()
+    require_schema(engine)
+    with unit_of_work(engine) as session:
+        yield session
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="dangjian-flow", prog_name="dangjian")
+def main() -> None:
+    """dangjian-flow：基层党组织创建活动流程服务 / campaign workflows for grassroots Party organisations.
+
+    数据库由 DATABASE_URL 指定；未设置时使用数据目录（DANGJIAN_DATA_DIR，默认 ./.data）中的
+    SQLite 文件。 The database comes from DATABASE_URL, else a SQLite file in the data directory.
+    """
+
+
+# --- db ---------------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def db() -> None:
+    """数据库结构 / database schema."""
+
+
+@db.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """升级数据库到最新结构 / apply all migrations."""
+    from states.migrate import current_revision, upgrade
+
+    engine = _engine()
+    upgrade(engine)
+    click.secho(
+        f"数据库已是最新结构 / schema is up to date: {current_revision(engine)}", fg="green"
+    )
+    click.echo(f"  {engine.url.render_as_string(hide_password=True)}")
+
+
+@db.command("current")
+@friendly
+def db_current() -> None:
+    """显示数据库结构版本 / show the schema revision."""
+    from states.migrate import current_revision, head_revision
+
+    click.echo(
+        f"当前 / current: {current_revision(_engine()) or '—'}   最新 / head: {head_revision()}"
+    )
+
+
+# --- organisations ----------------------------------------------------------------------------
+
+
+@main.command("import-orgs", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="只校验，不写入 / validate only, write nothing.")
+@friendly
+def import_orgs_cmd(file: Path, dry_run: bool) -> None:
+    """从 CSV 或 XLSX 导入组织树（按编码幂等）/ import the organisation tree (idempotent by code).
+
+    列 / columns: 编码, 名称, 类型, 上级编码, 党员人数, 书记, 联系方式
+    (code, name, kind, parent_code, member_count, secretary, contact).
+    任何一行有错则整批不写入 / any bad row fails the whole import, nothing is written.
+    """
+    from states.importer import import_orgs, parse_file, validate
+
+    rows = parse_file(file)
+    with work() as s:
+        if dry_run:
+            errors = validate(s, rows)
+            if errors:
+                _fail(f"校验失败：共 {len(errors)} 处错误", [e.__dict__ for e in errors], code=2)
+            click.secho(f"校验通过：{len(rows)} 行 / {len(rows)} rows valid", fg="green")
+            return
+        with click.progressbar(length=len(rows), label="导入 / importing") as bar:
+            done = [0]
+
+            def progress(n: int) -> None:
+                bar.update(n - done[0])
+                done[0] = n
+
+            result = import_orgs(s, rows, progress=progress)
+    click.secho(
+        f"导入完成：新增 {result.created}，更新 {result.updated}，未变 {result.unchanged} / "
+        f"imported: {result.created} created, {result.updated} updated, "
+        f"{result.unchanged} unchanged",
+        fg="green",
+    )
+
+
+@main.group(context_settings=CONTEXT)
+def orgs() -> None:
+    """组织树 / the organisation tree."""
+
+
+@orgs.command("tree")
+@click.option("--root", "root_code", help="从该编码开始 / start at this code.")
+@click.option("--depth", type=int, default=None, help="最多显示几层 / levels to show.")
+@friendly
+def orgs_tree(root_code: str | None, depth: int | None) -> None:
+    """显示组织树 / print the tree."""
+    from states.models import Organisation
+    from states.orgs import get_org_by_code, subtree
+
+    with work() as s:
+        if root_code:
+            nodes = subtree(s, get_org_by_code(s, root_code))
+        else:
+            nodes = list(s.exec(select(Organisation).order_by(col(Organisation.path))))
+        if not nodes:
+            click.echo("（空）还没有组织，请先 import-orgs / no organisations yet")
+            return
+        base = nodes[0].depth
+        for o in nodes:
+            level = o.depth - base
+            if depth is not None and level > depth:
+                continue
+            members = f"，党员 {o.member_count} 名" if o.member_count else ""
+            click.echo(f"{'  ' * level}{o.name}（{o.code}，{o.kind}{members}）")
+
+
+# --- users ------------------------------------------------------------------------------------
+
+ROLE_HELP = "secretary 书记 | committee 委员 | organiser 组织员 | supervisor 督导 | admin 管理员"
+
+
+@main.group(context_settings=CONTEXT)
+def users() -> None:
+    """用户与授权 / users and role grants."""
+
+
+@users.command("add")
+@click.option("--username", required=True, help="登录名 / log-in name.")
+@click.option("--password", required=True, help="密码（至少 8 位）/ password (8+ characters).")
+@click.option("--org", "org_code", required=True, help="组织编码 / organisation code.")
+@click.option("--role", required=True, help=ROLE_HELP)
+@click.option("--name", "display_name", help="显示名 / display name.")
+@click.option("--email", help="电子邮箱 / e-mail.")
+@friendly
+def users_add(
+    username: str,
+    password: str,
+    org_code: str,
+    role: str,
+    display_name: str | None,
+    email: str | None,
+) -> None:
+    """新建用户并授予角色 / create a user with a role on an organisation."""
+    from states.users import add_user, grant_role, parse_role
+
+    parsed = parse_role(role)
+    with work() as s:
+        user = add_user(
+            s, username=username, password=password, display_name=display_name, email=email
+        )
+        grant_role(s, user=user, org_code=org_code, role=parsed)
+    click.secho(f"已创建用户 {username}（{parsed.value} @ {org_code}）/ user created", fg="green")
+
+
+@users.command("grant")
+@click.option("--username", required=True)
+@click.option("--org", "org_code", required=True)
+@click.option("--role", required=True, help=ROLE_HELP)
+@friendly
+def users_grant(username: str, org_code: str, role: str) -> None:
+    """为已有用户增加角色 / add a role to an existing user."""
+    from states.errors import NotFound
+    from states.users import get_user_by_username, grant_role, parse_role
+
+    parsed = parse_role(role)
+    with work() as s:
+        user = get_user_by_username(s, username)
+        if user is None:
+            raise NotFound(f"用户不存在：{username}")
+        grant_role(s, user=user, org_code=org_code, role=parsed)
+    click.secho(f"已授予 {username}：{parsed.value} @ {org_code} / granted", fg="green")
+
+
+@users.command("list")
+@friendly
+def users_list() -> None:
+    """列出用户及其角色 / list users and their grants."""
+    from states.models import Grant, Organisation, User
+
+    with work() as s:
+        rows = s.exec(
+            select(User.username, User.display_name, Grant.role, Organisation.code)
+            .join(Grant, col(Grant.user_id) == col(User.id))
+            .join(Organisation, col(Organisation.id) == col(Grant.org_id))
+            .order_by(col(User.username))
+        ).all()
+    for username, name, role, code in rows:
+        click.echo(f"{username:<24} {role:<11} {code:<12} {name}")
+
+
+# --- templates --------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def templates() -> None:
+    """活动模板 / campaign templates."""
+
+
+@templates.command("list")
+@friendly
+def templates_list() -> None:
+    """列出内置模板 / list the shipped templates."""
+    from states.catalog import builtin_templates
+
+    for tpl in builtin_templates().values():
+        stages = " → ".join(s.name for s in tpl.stages)
+        click.echo(f"{tpl.key}  v{tpl.version}  {tpl.name}\n    {stages}")
+
+
+@templates.command("show")
+@click.argument("key")
+@click.option("--mermaid", is_flag=True, help="输出 Mermaid 状态图 / print a Mermaid diagram.")
+@friendly
+def templates_show(key: str, mermaid: bool) -> None:
+    """显示模板的阶段、条件与审批链 / show stages, requirements and approvals."""
+    from states.catalog import get_template
+    from states.machines import mermaid as to_mermaid
+    from states.requirements import describe
+
+    tpl = get_template(key)
+    if mermaid:
+        click.echo(to_mermaid(tpl))
+        return
+    click.secho(f"{tpl.name}（{tpl.key} 第 {tpl.version} 版）", bold=True)
+    for i, st in enumerate(tpl.stages, 1):
+        when = ""
+        if st.phase:
+            when = f"  [{st.phase.opens} ~ {st.phase.closes}]"
+        elif st.duration:
+            when = f"  [{st.duration.days} 个{'工作日' if st.duration.working else '自然日'}]"
+        click.echo(f"{i}. {st.name}（{st.id}）{when}")
+        for req in st.requirements:
+            click.echo(f"     · {describe(req)}")
+        chain = tpl.chain_for(st.id)
+        steps = [
+            "上级"
+            if c.parent == 1
+            else f"上{c.parent}级"
+            if c.parent
+            else f"最近的{c.nearest_kind}"
+            for c in chain
+        ]
+        click.echo(f"     审批：{' → '.join(steps)}")
+
+
+# --- campaigns --------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def campaign() -> None:
+    """创建活动 / campaigns."""
+
+
+@campaign.command("launch")
+@click.option("--template", "template_key", required=True, help="模板 / template key.")
+@click.option("--root", "root_code", required=True, help="发起组织编码 / root organisation code.")
+@click.option(
+    "--kinds", default=None, help="参与的组织类型，逗号分隔（默认 党支部）/ participating kinds."
+)
+@click.option(
+    "--schedule",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="日程 YAML：阶段 → {date|working_days|days} / schedule file.",
+)
+@click.option("--name", help="活动名称 / campaign name.")
+@friendly
+def campaign_launch(
+    template_key: str, root_code: str, kinds: str | None, schedule: Path | None, name: str | None
+) -> None:
+    """在一个组织的下级范围内发起活动 / launch a campaign over a subtree."""
+    from states.campaigns import count_participants, launch_campaign
+    from states.catalog import get_template
+    from states.orgs import get_org_by_code
+
+    plan: dict[str, Any] | None = None
+    if schedule is not None:
+        loaded = yaml.safe_load(schedule.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise InvalidInput(
+                "日程文件须为「阶段: 截止规则」的映射", details=[{"field": "schedule"}]
+            )
+        plan = loaded
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
+    with work() as s:
+        tpl = get_template(template_key)
+        total = count_participants(s, get_org_by_code(s, root_code), kind_list or tpl.participants)
+        with click.progressbar(length=max(total, 1), label="创建支部进程 / creating runs") as bar:
+            camp = launch_campaign(
+                s,
+                template_key=template_key,
+                root_code=root_code,
+                kinds=kind_list,
+                schedule=plan,
+                name=name,
+                progress=bar.update,
+            )
+    click.secho(
+        f"活动 #{camp.id}「{camp.name}」已发起：{camp.run_count} 个支部进程 / "
+        f"campaign {camp.id} launched with {camp.run_count} runs",
+        fg="green",
+    )
+
+
+@campaign.command("status")
+@click.argument("campaign_id", type=int)
+@friendly
+def campaign_status_cmd(campaign_id: int) -> None:
+    """各阶段进度、逾期与待审批 / runs per stage, overdue, waiting for approval."""
+    from states.campaigns import campaign_status, get_campaign
+
+    with work() as s:
+        status = campaign_status(s, get_campaign(s, campaign_id))
+    click.secho(f"#{status.campaign_id} {status.name}：共 {status.total} 个支部进程", bold=True)
+    width = max(status.total, 1)
+    for st in status.stages:
+        bar = "█" * round(30 * st.runs / width)
+        extra = []
+        if st.overdue:
+            extra.append(f"逾期 {st.overdue}")
+        if st.waiting:
+            extra.append(f"待审批 {st.waiting}")
+        click.echo(f"  {st.name:<6}{st.runs:>6}  {bar:<30} {'，'.join(extra)}")
+    click.echo(
+        f"逾期 overdue {status.overdue} · 待审批 waiting {status.waiting} · "
+        f"完成 done {status.done} ({status.percent_done}%)"
+    )
+
+
+@campaign.command("list")
+@friendly
+def campaign_list() -> None:
+    """列出活动 / list campaigns."""
+    from states.models import Campaign
+
+    with work() as s:
+        rows = s.exec(select(Campaign).order_by(col(Campaign.id))).all()
+    if not rows:
+        click.echo("还没有活动 / no campaigns yet")
+    for c in rows:
+        click.echo(
+            f"#{c.id}  {c.name}  [{c.template_key} v{c.template_version}]  {c.run_count} 个进程"
+        )
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def audit() -> None:
+    """审计日志 / the audit log."""
+
+
+@audit.command("verify")
+@friendly
+def audit_verify() -> None:
+    """校验审计日志哈希链 / verify the hash chain; names the first broken link."""
+    from states.audit import verify
+
+    with work() as s:
+        report = verify(s)
+    if report.broken is None:
+        click.secho(
+            f"审计链完整：{report.events} 条事件，{report.streams} 条链 / "
+            f"chain intact: {report.events} events in {report.streams} streams",
+            fg="green",
+        )
+        return
+    b = report.broken
+    _fail(
+        f"审计链在事件 #{b.event_id}（链 {b.stream} 第 {b.seq} 条）处断开：{b.reason} / "
+        f"chain broken at event {b.event_id} ({b.stream} seq {b.seq})"
+    )
+
+
+# --- calendar ---------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def calendar() -> None:
+    """工作日历 / the working-day calendar."""
+
+
+@calendar.command("override")
+@click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--workday/--holiday", "is_workday", required=True, help="上班 / 放假")
+@click.option("--note", help="说明 / note, e.g. 春节调休.")
+@friendly
+def calendar_override(day: Any, is_workday: bool, note: str | None) -> None:
+    """设定某天上班或放假（优先于官方日历）/ mark a day as working or not."""
+    from states.workcal import set_override
+
+    with work() as s:
+        set_override(s, day=day.date(), is_workday=is_workday, note=note)
+    click.secho(f"{day.date()}：{'上班' if is_workday else '放假'} / saved", fg="green")
+
+
+@calendar.command("check")
+@click.argument("year", type=int, default=date.today().year)
+@friendly
+def calendar_check(year: int) -> None:
+    """检查某年是否有官方节假日数据 / does the calendar cover YEAR?"""
+    from sqlmodel import col as _col
+
+    from states.models import CalendarOverride
+    from states.workcal import covered
+
+    with work() as s:
+        n = s.exec(
+            select(func.count())
+            .select_from(CalendarOverride)
+            .where(
+                _col(CalendarOverride.day) >= date(year, 1, 1),
+                _col(CalendarOverride.day) <= date(year, 12, 31),
+            )
+        ).one()
+    if covered(year):
+        click.secho(f"{year} 年有官方节假日数据 / covered; 自定义 {n} 天", fg="green")
+    else:
+        click.secho(
+            f"{year} 年尚无官方节假日数据，按周一至周五推算；已自定义 {n} 天 / "
+            f"not covered: weekdays assumed; {n} overrides",
+            fg="yellow",
+        )
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@friendly
+def demo() -> None:
+    """建立演示数据（可重复运行）/ build the demo tree, users and campaign (safe to run twice)."""
+    from states.demo import DEMO_PASSWORD, build_demo
+    from states.migrate import upgrade
+
+    engine = _engine()
+    upgrade(engine)
+    result = build_demo(engine, echo=click.echo)
+    if result.already_built:
+        click.echo("演示数据已存在，未重复创建 / demo already built; nothing duplicated")
+    click.secho(f"\n演示活动 #{result.campaign_id} / demo campaign {result.campaign_id}", bold=True)
+    click.echo(f"数据库 / database: {engine.url.render_as_string(hide_password=True)}")
+    click.echo(f"所有演示账号的密码 / password for every demo log-in: {DEMO_PASSWORD}")
+    shown = [lg for lg in result.logins if not lg.username.startswith("shuji_")]
+    shown += [lg for lg in result.logins if lg.username.startswith("shuji_")][:4]
+    for lg in shown:
+        click.echo(f"  {lg.username:<22} {lg.role:<11} {lg.org}")
+    rest = len(result.logins) - len(shown)
+    click.echo(f"  … 另有 {rest} 个支部书记账号（dangjian users list）/ {rest} more secretaries")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
