@@ -134,6 +134,7 @@ def verify(session: Session, *, batch: int = 5000) -> VerifyReport:
                 .where(col(AuditEvent.id) > last_id)
                 .order_by(col(AuditEvent.id))
                 .limit(batch)
+                .execution_options(populate_existing=True)  # never trust rows cached in session
             )
             .scalars()
             .all()

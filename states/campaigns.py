@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, case, func, insert, literal
+from sqlalchemy import case, func, insert, literal
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -210,9 +210,12 @@ def _insert_runs(
             ],
             source,
         )
-        result = session.execute(stmt)
-        n = int(cast(CursorResult[Any], result).rowcount or 0)
-        created += n
+        session.execute(stmt)
+        # psycopg reports rowcount -1 for this INSERT … SELECT; count with the index instead.
+        total = session.exec(
+            select(func.count()).select_from(Run).where(Run.campaign_id == campaign.id)
+        ).one()
+        n, created = int(total) - created, int(total)
         if progress is not None and n:
             progress(n)
         start = stop

@@ -38,10 +38,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
-@lru_cache(maxsize=4)
 def get_engine(url: str | None = None) -> Engine:
     """Return the process-wide engine for `url` (default: the configured database)."""
-    return make_engine(url or database_url())
+    return _cached_engine(url or database_url())
+
+
+@lru_cache(maxsize=8)
+def _cached_engine(url: str) -> Engine:
+    return make_engine(url)
 
 
 @contextmanager

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up and run every check: ruff, mypy, and the tests on SQLite and PostgreSQL.
+# PostgreSQL: TEST_DATABASE_URL, else 127.0.0.1:5432 (user postgres), else a throwaway cluster
+# started from the PostgreSQL binaries on this machine; the run fails if none works.
+source "$(dirname "$0")/_env.sh"
+ensure_venv "dev"
+echo "== ruff check"; .venv/bin/ruff check .
+echo "== ruff format --check"; .venv/bin/ruff format --check .
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest (SQLite + PostgreSQL)"
+.venv/bin/pytest "$@"

@@ -1,0 +1,111 @@
+"""The `dangjian` command line against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from api.cli import main
+
+CSV = """编码,名称,类型,上级编码,党员人数,书记,联系方式
+B,示例市卫生局党委,党委,,0,,
+H1,第一医院党委,党委,B,0,,
+S1,内科第一党支部,党支部,H1,5,支部书记甲,0000-1
+S2,内科第二党支部,党支部,H1,4,,
+"""
+
+
+@pytest.fixture
+def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("DANGJIAN_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        result = runner.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "Usage" in result.output
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+
+    walk(main, [])
+
+
+def test_unmigrated_database_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = CliRunner().invoke(main, ["campaign", "list"])
+    assert result.exit_code == 1
+    assert "dangjian db upgrade" in result.output
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0 and "0001" in result.output
+    assert CliRunner().invoke(main, ["campaign", "list"]).exit_code == 0
+
+
+def test_operator_flow(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    csv = tmp_path / "orgs.csv"
+    csv.write_text(CSV, encoding="utf-8")
+    r = cli("import-orgs", str(csv))
+    assert r.exit_code == 0 and "新增 4" in r.output
+    assert "新增 0" in cli("import-orgs", str(csv)).output
+    r = cli("users", "add", "--username", "u1", "--password", "secret-123", "--org", "S1", "--role", "secretary")
+    assert r.exit_code == 0
+    r = cli("users", "add", "--username", "u1", "--password", "secret-123", "--org", "S1", "--role", "secretary")
+    assert r.exit_code == 1 and "已存在" in r.output
+    r = cli("users", "add", "--username", "u2", "--password", "secret-123", "--org", "S1", "--role", "boss")
+    assert r.exit_code == 2 and "未知角色" in r.output
+    schedule = tmp_path / "schedule.yaml"
+    schedule.write_text("mobilize: {date: 2026-12-31}\npledge: {working_days: 12}\n", encoding="utf-8")
+    r = cli("campaign", "launch", "--template", "chuangxian_zhengyou", "--root", "H1", "--schedule", str(schedule))
+    assert r.exit_code == 0, r.output
+    assert "2 个支部进程" in r.output
+    r = cli("campaign", "status", "1")
+    assert r.exit_code == 0 and "宣传发动" in r.output and "共 2 个支部进程" in r.output
+    assert cli("campaign", "status", "99").exit_code == 1
+    r = cli("audit", "verify")
+    assert r.exit_code == 0 and "审计链完整" in r.output
+    assert "内科第一党支部" in cli("orgs", "tree", "--root", "H1").output
+
+
+def test_bad_import_lists_rows_and_writes_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    csv = tmp_path / "bad.csv"
+    csv.write_text(CSV + "S3,,党支部,NOPE,x,,\n", encoding="utf-8")
+    r = cli("import-orgs", str(csv))
+    assert r.exit_code == 2
+    assert "第 6 行" in r.output and "上级编码" in r.output and "名称" in r.output
+    assert "（空）" in cli("orgs", "tree").output
+
+
+def test_bad_schedule_names_the_stage(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    csv = tmp_path / "orgs.csv"
+    csv.write_text(CSV, encoding="utf-8")
+    cli("import-orgs", str(csv))
+    schedule = tmp_path / "s.yaml"
+    schedule.write_text("pledge: {days: 0}\n", encoding="utf-8")
+    r = cli("campaign", "launch", "--template", "chuangxian_zhengyou", "--root", "B", "--schedule", str(schedule))
+    assert r.exit_code == 2 and "schedule.pledge" in r.output
+
+
+def test_demo_twice(cli) -> None:  # type: ignore[no-untyped-def]
+    first = cli("demo")
+    assert first.exit_code == 0, first.output
+    assert "dangjian2026" in first.output and "zuzhike" in first.output
+    second = cli("demo")
+    assert second.exit_code == 0 and "已存在" in second.output
+    status = cli("campaign", "status", "1")
+    assert "共 21 个支部进程" in status.output
+    assert "逾期" in status.output and "待审批" in status.output
+    assert cli("campaign", "list").output.count("创先争优（演示）") == 1
+    assert cli("audit", "verify").exit_code == 0
