@@ -51,18 +51,17 @@ def freeze_template(session: Session, tpl: Template) -> TemplateVersion:
     return row
 
 
-_template_cache: dict[int, Template] = {}
+_template_cache: dict[str, Template] = {}
 
 
 def campaign_template(session: Session, campaign: Campaign) -> Template:
-    """Return the template version the campaign was launched with."""
-    tpl = _template_cache.get(campaign.template_version_id)
+    """Return the template version the campaign was launched with (parsed once per digest)."""
+    row = session.get(TemplateVersion, campaign.template_version_id)
+    if row is None:
+        raise NotFound("活动的模板版本不存在")
+    tpl = _template_cache.get(row.digest)
     if tpl is None:
-        row = session.get(TemplateVersion, campaign.template_version_id)
-        if row is None:
-            raise NotFound("活动的模板版本不存在")
-        tpl = from_definition(row.definition)
-        _template_cache[campaign.template_version_id] = tpl
+        tpl = _template_cache.setdefault(row.digest, from_definition(row.definition))
     return tpl
 
 

@@ -60,15 +60,59 @@ def test_operator_flow(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-
     r = cli("import-orgs", str(csv))
     assert r.exit_code == 0 and "新增 4" in r.output
     assert "新增 0" in cli("import-orgs", str(csv)).output
-    r = cli("users", "add", "--username", "u1", "--password", "secret-123", "--org", "S1", "--role", "secretary")
+    r = cli(
+        "users",
+        "add",
+        "--username",
+        "u1",
+        "--password",
+        "secret-123",
+        "--org",
+        "S1",
+        "--role",
+        "secretary",
+    )
     assert r.exit_code == 0
-    r = cli("users", "add", "--username", "u1", "--password", "secret-123", "--org", "S1", "--role", "secretary")
+    r = cli(
+        "users",
+        "add",
+        "--username",
+        "u1",
+        "--password",
+        "secret-123",
+        "--org",
+        "S1",
+        "--role",
+        "secretary",
+    )
     assert r.exit_code == 1 and "已存在" in r.output
-    r = cli("users", "add", "--username", "u2", "--password", "secret-123", "--org", "S1", "--role", "boss")
+    r = cli(
+        "users",
+        "add",
+        "--username",
+        "u2",
+        "--password",
+        "secret-123",
+        "--org",
+        "S1",
+        "--role",
+        "boss",
+    )
     assert r.exit_code == 2 and "未知角色" in r.output
     schedule = tmp_path / "schedule.yaml"
-    schedule.write_text("mobilize: {date: 2026-12-31}\npledge: {working_days: 12}\n", encoding="utf-8")
-    r = cli("campaign", "launch", "--template", "chuangxian_zhengyou", "--root", "H1", "--schedule", str(schedule))
+    schedule.write_text(
+        "mobilize: {date: 2026-12-31}\npledge: {working_days: 12}\n", encoding="utf-8"
+    )
+    r = cli(
+        "campaign",
+        "launch",
+        "--template",
+        "chuangxian_zhengyou",
+        "--root",
+        "H1",
+        "--schedule",
+        str(schedule),
+    )
     assert r.exit_code == 0, r.output
     assert "2 个支部进程" in r.output
     r = cli("campaign", "status", "1")
@@ -94,7 +138,16 @@ def test_bad_schedule_names_the_stage(cli, tmp_path: Path) -> None:  # type: ign
     cli("import-orgs", str(csv))
     schedule = tmp_path / "s.yaml"
     schedule.write_text("pledge: {days: 0}\n", encoding="utf-8")
-    r = cli("campaign", "launch", "--template", "chuangxian_zhengyou", "--root", "B", "--schedule", str(schedule))
+    r = cli(
+        "campaign",
+        "launch",
+        "--template",
+        "chuangxian_zhengyou",
+        "--root",
+        "B",
+        "--schedule",
+        str(schedule),
+    )
     assert r.exit_code == 2 and "schedule.pledge" in r.output
 
 
