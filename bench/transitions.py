@@ -15,7 +15,7 @@ each with its own Session and pooled connection (`--workers process` for one pro
 the baselines do). Baselines run as subprocesses of their own venv; each gets its own database
 `baseline_<script>`, because they drop and recreate tables named run/audit/outbox.
 
-    python -m bench.transitions --n 1500 --rounds 5 --conns 1,4
+    python -m bench.transitions --n 600 --rounds 5 --conns 1,4 --workers thread,process
 """
 
 from __future__ import annotations
@@ -385,7 +385,7 @@ def summarize(results: list[dict[str, Any]], conns_list: Sequence[int]) -> list[
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--n", type=int, default=900, help="transitions per measurement")
+    ap.add_argument("--n", type=int, default=600, help="transitions per measurement")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--conns", default="1,4", help="comma-separated connection counts")
     ap.add_argument(

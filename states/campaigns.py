@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from states import audit, outbox
 from states.catalog import DONE, Template, from_definition, get_template
 from states.errors import Conflict, Forbidden, InvalidInput, NotFound
-from states.models import Campaign, Organisation, Role, Run, TemplateVersion
+from states.models import ORG_KINDS, Campaign, Organisation, Role, Run, TemplateVersion
 from states.orgs import get_org_by_code, subtree_filter
 from states.schedule import deadline_for, dump_schedule, parse_schedule
 from states.timeutil import UTCDateTime, local_date, utcnow
@@ -114,7 +114,7 @@ def launch_campaign(
             raise NotFound(f"组织编码不存在：{root_code}")
         raise Forbidden("只有组织员或管理员可以在本组织范围内发起活动")
     kinds = list(kinds or tpl.participants)
-    bad = [k for k in kinds if k not in ("党委", "党总支", "党支部", "党小组")]
+    bad = [k for k in kinds if k not in ORG_KINDS]
     if bad:
         raise InvalidInput(f"未知的组织类型：{'、'.join(bad)}", details={"field": "kinds"})
     plan = parse_schedule(tpl, schedule, local_date(now).year)

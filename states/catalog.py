@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from states.errors import InvalidInput, NotFound
+from states.models import ORG_KINDS
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 STAGE_ID = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -27,7 +28,6 @@ EVIDENCE_KINDS = (
     "decision",
     "document",
 )
-ORG_KINDS = ("党委", "党总支", "党支部", "党小组")
 
 
 class _Strict(BaseModel):

@@ -32,6 +32,10 @@ class OrgKind(StrEnum):
     GROUP = "党小组"
 
 
+#: Kind names in nesting order; the one list every module checks against.
+ORG_KINDS: tuple[str, ...] = tuple(k.value for k in OrgKind)
+
+
 class Role(StrEnum):
     """Roles a user may hold on an organisation."""
 

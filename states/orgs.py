@@ -9,10 +9,9 @@ from sqlalchemy import ColumnElement, and_
 from sqlmodel import Session, col, select
 
 from states.errors import NotFound
-from states.models import Organisation
+from states.models import ORG_KINDS, Organisation  # noqa: F401  (re-exported)
 
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-KIND_ORDER = ("党委", "党总支", "党支部", "党小组")
 
 
 def child_path(parent_path: str | None, code: str) -> str:
