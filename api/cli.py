@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 import yaml
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, func, select
 
 from states.errors import DomainError, InvalidInput
@@ -62,6 +63,8 @@ def friendly(fn: F) -> F:
                 _fail(exc.message, exc.details, code=2)
             except DomainError as exc:
                 _fail(exc.message, exc.details)
+            except OperationalError as exc:
+                _fail(f"无法访问数据库 / cannot use the database: {exc.orig or exc}")
             finally:
                 seen: set[str] = set()
                 for w in caught:

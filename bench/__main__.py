@@ -188,6 +188,16 @@ def render(meta: dict[str, Any], launch: list[dict[str, Any]], trans: list[dict[
             0.0,
         )
         nproc = int(m.get("nproc") or 1)
+        layouts = [
+            (
+                "1 connection"
+                if r["conns"] == 1
+                else f"{r['conns']} {'processes' if r['script'] == 'ours_proc' else 'threads'}",
+                tps,
+            )
+            for r in tsum
+            if r["script"].startswith("ours") and (tps := r["median_tps"])
+        ]
         if stmts and cpu1:
             out += [
                 "",
@@ -199,8 +209,9 @@ def render(meta: dict[str, Any], launch: list[dict[str, Any]], trans: list[dict[
                 "own: with 1 connection our client CPU per approval is "
                 f"{cpu1:.1f} ms, so even with free database work `nproc` × 1000 / {cpu1:.1f} ≈ "
                 f"{nproc * 1000 / cpu1:.0f} approvals/s is the ceiling on this {nproc}-core "
-                "machine, which PostgreSQL shares; threads also share one GIL, so 4 threads "
-                "barely beat 1, and 4 processes gain little more here.",
+                "machine, which PostgreSQL shares, and threads also share one GIL. Medians here: "
+                + ", ".join(f"{label} {tps:.0f}/s" for label, tps in layouts)
+                + ".",
             ]
         out += [
             "",

@@ -70,29 +70,17 @@ def append(
         .limit(1)
     ).first()
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    at = utcnow()
-    clean = json.loads(_canonical(data))
-    digest = event_hash(
-        prev_hash=prev,
-        stream=stream,
-        seq=seq,
-        at=at,
-        actor_id=actor_id,
-        action=action,
-        run_id=run_id,
-        data=clean,
-    )
-    row = AuditEvent(
-        stream=stream,
-        seq=seq,
-        at=at,
-        actor_id=actor_id,
-        action=action,
-        run_id=run_id,
-        data=clean,
-        prev_hash=prev,
-        hash=digest,
-    )
+    fields: dict[str, Any] = {
+        "prev_hash": prev,
+        "stream": stream,
+        "seq": seq,
+        "at": utcnow(),
+        "actor_id": actor_id,
+        "action": action,
+        "run_id": run_id,
+        "data": json.loads(_canonical(data)),
+    }
+    row = AuditEvent(**fields, hash=event_hash(**fields))
     session.add(row)
     session.flush()
     return row

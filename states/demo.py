@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -34,6 +34,8 @@ from states.timeutil import utcnow
 from states.users import Actor, actor_by_username, add_user, get_user_by_username, grant_role
 
 DEMO_PASSWORD = "dangjian2026"
+LAUNCHED_DAYS_AGO = 45
+DAYS_PER_STAGE = 7  # so that some branches are overdue in later stages too
 DEMO_CAMPAIGN = "创先争优（演示）"
 TEMPLATE = "chuangxian_zhengyou"
 
@@ -221,24 +223,25 @@ def build_demo(engine: Engine, *, echo: Callable[[str], None] = lambda _m: None)
             root_code="HB",
             name=DEMO_CAMPAIGN,
             actor=organiser,
-            now=utcnow() - timedelta(days=30),
+            now=utcnow() - timedelta(days=LAUNCHED_DAYS_AGO),
         )
     echo(f"活动已发起：{campaign.run_count} 个支部 / campaign launched: {campaign.run_count} runs")
     for code, (steps, waiting) in PROGRESS.items():
-        _drive(engine, campaign.id or 0, code, steps, waiting)
+        _drive(engine, campaign, code, steps, waiting)
     echo("各支部进度已生成 / branch progress generated")
     return DemoResult(len(TREE), campaign.id or 0, False, logins)
 
 
-def _drive(engine: Engine, campaign_id: int, code: str, steps: int, waiting: bool) -> None:
-    """Move one branch `steps` stages along, then leave a request waiting if asked."""
-    for _ in range(steps):
-        request_id = _fill_and_request(engine, campaign_id, code)
+def _drive(engine: Engine, campaign: Campaign, code: str, steps: int, waiting: bool) -> None:
+    """Move one branch `steps` stages along, a stage a week, then leave a request waiting."""
+    for step in range(steps):
+        request_id = _fill_and_request(engine, campaign.id or 0, code)
         if request_id is None:
             return
-        _approve_all(engine, request_id)
+        when = campaign.launched_at + timedelta(days=DAYS_PER_STAGE * (step + 1))
+        _approve_all(engine, request_id, when)
     if waiting:
-        _fill_and_request(engine, campaign_id, code)
+        _fill_and_request(engine, campaign.id or 0, code)
 
 
 def _run_of(s: Session, campaign_id: int, code: str) -> tuple[Run, Organisation]:
@@ -268,7 +271,7 @@ def _fill_and_request(engine: Engine, campaign_id: int, code: str) -> int | None
         return req.id
 
 
-def _approve_all(engine: Engine, request_id: int) -> None:
+def _approve_all(engine: Engine, request_id: int, when: datetime) -> None:
     while True:
         with unit_of_work(engine) as s:
             req = s.get(Request, request_id)
@@ -277,4 +280,4 @@ def _approve_all(engine: Engine, request_id: int) -> None:
             approver_org = s.get(Organisation, req.current_approver_org_id)
             assert approver_org is not None
             actor: Actor = actor_by_username(s, committee_username(approver_org.code))
-            runs.approve(s, request_id=request_id, actor=actor, opinion="同意")
+            runs.approve(s, request_id=request_id, actor=actor, opinion="同意", now=when)

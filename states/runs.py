@@ -27,7 +27,7 @@ from states.errors import (
     RequirementsUnmet,
 )
 from states.evidence import validate_evidence
-from states.machines import ADVANCE, RETURN_PREFIX, fire, stage_label
+from states.machines import ADVANCE, RETURN_PREFIX, Outcome, fire, stage_label
 from states.models import (
     Campaign,
     Decision,
@@ -40,7 +40,7 @@ from states.models import (
     Run,
 )
 from states.orgs import ancestors
-from states.requirements import RequirementStatus, evaluate, load_facts
+from states.requirements import RequirementStatus, RunFacts, evaluate, load_facts
 from states.schedule import deadline_for
 from states.timeutil import format_local, utcnow
 from states.users import Actor
@@ -146,10 +146,14 @@ def checklist(session: Session, ctx: RunContext) -> list[RequirementStatus]:
     """Return the current stage's requirements, met or unmet, with reasons."""
     if ctx.run.stage == DONE:
         return []
-    facts = load_facts(
-        session, run_id=ctx.run.id or 0, stage=ctx.run.stage, member_count=ctx.org.member_count
+    return evaluate(ctx.tpl.stage(ctx.run.stage), _facts(session, ctx))
+
+
+def _facts(session: Session, ctx: RunContext) -> RunFacts:
+    run = ctx.run
+    return load_facts(
+        session, run_id=run.id or 0, stage=run.stage, member_count=ctx.org.member_count
     )
-    return evaluate(ctx.tpl.stage(ctx.run.stage), facts)
 
 
 def record_evidence(
@@ -234,6 +238,48 @@ def resolve_chain(session: Session, ctx: RunContext, kind: str) -> list[int]:
     return chain
 
 
+def _advance_or_raise(session: Session, ctx: RunContext) -> Outcome:
+    """Fire `advance` against the stage's facts; raise RequirementsUnmet with every reason."""
+    run = ctx.run
+    facts = _facts(session, ctx)
+    outcome = fire(ctx.tpl, run.stage, ADVANCE, facts)
+    if not outcome.moved:
+        raise RequirementsUnmet(
+            "尚不满足进入下一阶段的条件：" + "；".join(u.reason for u in outcome.unmet),
+            details=[{"requirement": u.key, "reason": u.reason} for u in outcome.unmet],
+        )
+    return outcome
+
+
+def _open_request(
+    session: Session,
+    ctx: RunContext,
+    actor: Actor,
+    kind: RequestKind,
+    to_stage: str,
+    on_behalf: bool,
+    comment: str | None,
+    requested_deadline: datetime | None = None,
+) -> Request:
+    """Insert a pending request at the first step of its approval chain."""
+    chain = resolve_chain(session, ctx, kind)
+    req = Request(
+        run_id=ctx.run.id or 0,
+        kind=kind,
+        from_stage=ctx.run.stage,
+        to_stage=to_stage,
+        chain=chain,
+        current_approver_org_id=chain[0],
+        requested_by=actor.user_id,
+        on_behalf=on_behalf,
+        comment=comment,
+        requested_deadline=requested_deadline,
+    )
+    session.add(req)
+    _flush(session)
+    return req
+
+
 def request_advance(
     session: Session,
     *,
@@ -255,28 +301,17 @@ def request_advance(
             f"已有待审批的申请（#{run.pending_request_id}），请等待审批或先撤回",
             details={"rule": "pending_request", "request_id": run.pending_request_id},
         )
-    facts = load_facts(session, run_id=run_id, stage=run.stage, member_count=ctx.org.member_count)
-    outcome = fire(ctx.tpl, run.stage, ADVANCE, facts)
-    if not outcome.moved:
-        reasons = [u.reason for u in outcome.unmet]
-        raise RequirementsUnmet(
-            "尚不满足进入下一阶段的条件：" + "；".join(reasons),
-            details=[{"requirement": u.key, "reason": u.reason} for u in outcome.unmet],
-        )
-    chain = resolve_chain(session, ctx, RequestKind.ADVANCE)
-    req = Request(
-        run_id=run_id,
-        kind=RequestKind.ADVANCE,
-        from_stage=run.stage,
-        to_stage=outcome.state,
-        chain=chain,
-        current_approver_org_id=chain[0],
-        requested_by=actor.user_id,
-        on_behalf=on_behalf,
-        comment=(comment or "").strip() or None,
+    outcome = _advance_or_raise(session, ctx)
+    req = _open_request(
+        session,
+        ctx,
+        actor,
+        RequestKind.ADVANCE,
+        outcome.state,
+        on_behalf,
+        (comment or "").strip() or None,
     )
-    session.add(req)
-    _flush(session)
+    chain = req.chain
     _cas(session, run, pending_request_id=req.id)
     _log(
         session,
@@ -333,21 +368,10 @@ def request_extension(
         raise Conflict(
             f"已有待审批的延期申请（#{pending[0]}）", details={"rule": "pending_extension"}
         )
-    chain = resolve_chain(session, ctx, RequestKind.EXTENSION)
-    req = Request(
-        run_id=run_id,
-        kind=RequestKind.EXTENSION,
-        from_stage=run.stage,
-        to_stage=run.stage,
-        chain=chain,
-        current_approver_org_id=chain[0],
-        requested_by=actor.user_id,
-        on_behalf=on_behalf,
-        comment=reason,
-        requested_deadline=new_deadline,
+    req = _open_request(
+        session, ctx, actor, RequestKind.EXTENSION, run.stage, on_behalf, reason, new_deadline
     )
-    session.add(req)
-    _flush(session)
+    chain = req.chain
     _cas(session, run)  # serialise with every other change to this run
     _log(
         session,
@@ -410,9 +434,14 @@ def _check_approver(session: Session, req: Request, ctx: RunContext, actor: Acto
 
 
 def approve(
-    session: Session, *, request_id: int, actor: Actor, opinion: str | None = None
+    session: Session,
+    *,
+    request_id: int,
+    actor: Actor,
+    opinion: str | None = None,
+    now: datetime | None = None,
 ) -> Request:
-    """Approve the request's current step; the last step applies the change."""
+    """Approve the request's current step; the last step applies the change at `now`."""
     req, ctx = _load_request(session, request_id, actor)
     _check_approver(session, req, ctx, actor)
     opinion = (opinion or "").strip() or None
@@ -430,9 +459,9 @@ def approve(
     if req.step + 1 < len(req.chain):
         _forward(session, req, ctx, actor, opinion)
     elif req.kind == RequestKind.EXTENSION:
-        _grant_extension(session, req, ctx, actor, opinion)
+        _grant_extension(session, req, ctx, actor, opinion, now or utcnow())
     else:
-        _apply_advance(session, req, ctx, actor, opinion)
+        _apply_advance(session, req, ctx, actor, opinion, now or utcnow())
     return req
 
 
@@ -471,21 +500,17 @@ def _enter(session: Session, ctx: RunContext, stage: str, now: datetime) -> dict
 
 
 def _apply_advance(
-    session: Session, req: Request, ctx: RunContext, actor: Actor, opinion: str | None
+    session: Session,
+    req: Request,
+    ctx: RunContext,
+    actor: Actor,
+    opinion: str | None,
+    now: datetime,
 ) -> None:
     run = ctx.run
     if run.stage != req.from_stage:
         raise Conflict("进程阶段已变化，此申请已失效", details={"rule": "stale_request"})
-    facts = load_facts(
-        session, run_id=run.id or 0, stage=run.stage, member_count=ctx.org.member_count
-    )
-    outcome = fire(ctx.tpl, run.stage, ADVANCE, facts)
-    if not outcome.moved:
-        raise RequirementsUnmet(
-            "尚不满足进入下一阶段的条件：" + "；".join(u.reason for u in outcome.unmet),
-            details=[{"requirement": u.key, "reason": u.reason} for u in outcome.unmet],
-        )
-    now = utcnow()
+    outcome = _advance_or_raise(session, ctx)
     req.status = RequestStatus.APPROVED
     req.decided_at = now
     _flush(session)
@@ -515,9 +540,13 @@ def _apply_advance(
 
 
 def _grant_extension(
-    session: Session, req: Request, ctx: RunContext, actor: Actor, opinion: str | None
+    session: Session,
+    req: Request,
+    ctx: RunContext,
+    actor: Actor,
+    opinion: str | None,
+    now: datetime,
 ) -> None:
-    now = utcnow()
     old = ctx.run.deadline
     req.status = RequestStatus.APPROVED
     req.decided_at = now
@@ -553,6 +582,7 @@ def return_request(
     actor: Actor,
     reason: str,
     to_stage: str | None = None,
+    now: datetime | None = None,
 ) -> Request:
     """Return (退回) a pending request with a reason; optionally send the run back a stage."""
     reason = (reason or "").strip()
@@ -570,7 +600,7 @@ def return_request(
             opinion=reason,
         )
     )
-    now = utcnow()
+    now = now or utcnow()
     req.status = RequestStatus.RETURNED
     req.return_reason = reason
     req.decided_at = now
@@ -609,7 +639,15 @@ def return_request(
     return req
 
 
-def send_back(session: Session, *, run_id: int, actor: Actor, to_stage: str, reason: str) -> Run:
+def send_back(
+    session: Session,
+    *,
+    run_id: int,
+    actor: Actor,
+    to_stage: str,
+    reason: str,
+    now: datetime | None = None,
+) -> Run:
     """A superior returns a run to an earlier stage with a reason (cancels a pending request)."""
     reason = (reason or "").strip()
     if not reason:
@@ -621,7 +659,7 @@ def send_back(session: Session, *, run_id: int, actor: Actor, to_stage: str, rea
     if from_stage == DONE:
         raise Conflict("该进程已完成，不能退回", details={"rule": "done"})
     outcome = fire(ctx.tpl, from_stage, RETURN_PREFIX + to_stage)
-    now = utcnow()
+    now = now or utcnow()
     pending = (
         session.get(Request, ctx.run.pending_request_id) if ctx.run.pending_request_id else None
     )

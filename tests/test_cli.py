@@ -162,3 +162,20 @@ def test_demo_twice(cli) -> None:  # type: ignore[no-untyped-def]
     assert "逾期" in status.output and "待审批" in status.output
     assert cli("campaign", "list").output.count("创先争优（演示）") == 1
     assert cli("audit", "verify").exit_code == 0
+
+
+def test_unreachable_database_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/none")
+    result = CliRunner().invoke(main, ["campaign", "list"])
+    assert result.exit_code == 1
+    assert "无法访问数据库" in result.output and "Traceback" not in result.output
+
+
+def test_calendar_commands(cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("calendar", "check", "2024")
+    assert r.exit_code == 0 and "有官方节假日数据" in r.output
+    r = cli("calendar", "override", "2031-01-02", "--holiday", "--note", "临时调整")
+    assert r.exit_code == 0
+    r = cli("calendar", "check", "2031")
+    assert "尚无官方节假日数据" in r.output and "已自定义 1 天" in r.output
+    assert cli("calendar", "override", "2031-13-02", "--holiday").exit_code == 2
