@@ -9,6 +9,7 @@ The raw JSON lines are kept in bench/results/ (git-ignored).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sqlite3
@@ -45,6 +46,18 @@ def run(module: str, args: list[str], out: Path) -> None:
             raise SystemExit(f"{module} failed with exit code {proc.returncode}")
 
 
+def code_state() -> dict[str, str]:
+    """The commit and the uncommitted changes under states/ (to catch edits during a run)."""
+
+    def git(*args: str) -> str:
+        res = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return res.stdout.strip()
+
+    diff = git("diff", "HEAD", "--", "states")
+    digest = hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else "clean"
+    return {"commit": git("rev-parse", "--short", "HEAD"), "states_diff": digest}
+
+
 def load(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -60,6 +73,23 @@ def _ratio(a: float, b: float) -> str:
     return f"{r:.2f}× ({100 * r:.0f}%)"
 
 
+def code_line(meta: dict[str, Any]) -> str:
+    before, after = meta.get("code_before"), meta.get("code_after")
+    if not before:
+        return "Code measured: not recorded."
+    line = f"Code measured: commit `{before['commit']}`"
+    if before["states_diff"] != "clean":
+        line += f" plus uncommitted changes under `states/` (diff {before['states_diff']})"
+    else:
+        line += " (no uncommitted changes under `states/`)"
+    if after != before:
+        line += (
+            f". **Warning: the code changed during the run** (now `{after['commit']}`, "
+            f"`states/` diff {after['states_diff']}); rerun for clean figures"
+        )
+    return line + "."
+
+
 def render(meta: dict[str, Any], launch: list[dict[str, Any]], trans: list[dict[str, Any]]) -> str:
     lsum = [r for r in launch if r.get("summary")]
     tsum = [r for r in trans if r.get("summary")]
@@ -73,6 +103,8 @@ def render(meta: dict[str, Any], launch: list[dict[str, Any]], trans: list[dict[
         f"{meta['wall_seconds'] / 60:.1f} min). Command, from the repository root:",
         "",
         f"    {meta['command']}",
+        "",
+        code_line(meta),
         "",
         "> **This machine drifts 10–20 % from one run to the next.** Compare only figures from "
         "the same invocation: every ratio below comes from one invocation, with our measurement "
@@ -250,6 +282,7 @@ def main() -> None:
     meta_path = RESULTS / "meta.json"
     if not args.report_only:
         argv = sys.argv[1:]
+        before = code_state()
         t0 = time.perf_counter()
         if not args.skip_launch:
             run("bench.launch", ["--repeats", str(args.launch_repeats)], RESULTS / "launch.jsonl")
@@ -260,6 +293,8 @@ def main() -> None:
             "command": shlex.join([sys.executable, "-m", "bench", *argv]),
             "date": time.strftime("%Y-%m-%d %H:%M %Z"),
             "wall_seconds": time.perf_counter() - t0,
+            "code_before": before,
+            "code_after": code_state(),
         }
         meta_path.write_text(json.dumps(meta))
     meta = json.loads(meta_path.read_text())

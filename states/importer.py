@@ -24,7 +24,7 @@ from sqlmodel import Session, select
 
 from states import audit, orgs
 from states.errors import InvalidInput
-from states.models import Organisation
+from states.models import ORG_KINDS, Organisation
 from states.timeutil import utcnow
 
 ORG: Table = Organisation.metadata.tables["organisation"]
@@ -197,7 +197,7 @@ def _make_row(num: int, cells: Sequence[str], columns: dict[str, int]) -> OrgRow
 def normalise_kind(value: str) -> str | None:
     """Return the Chinese kind for a Chinese or English kind name, or None if unknown."""
     text = value.strip()
-    if text in orgs.ORG_KINDS:
+    if text in ORG_KINDS:
         return text
     return KIND_ALIASES.get(text.lower().replace(" ", "_").replace("-", "_"))
 
@@ -276,7 +276,7 @@ def _row_errors(r: OrgRow) -> Iterator[RowError]:
     if not r.kind.strip():
         yield RowError(r.row, HEADERS["kind"], "类型不能为空")
     elif normalise_kind(r.kind) is None:
-        allowed = "、".join(orgs.ORG_KINDS)
+        allowed = "、".join(ORG_KINDS)
         yield RowError(r.row, HEADERS["kind"], f"类型无效：{r.kind}（应为 {allowed} 之一）")
     bad_count = r.raw.get("member_count")
     if bad_count is not None or (r.member_count is not None and r.member_count < 0):

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, and_
 from sqlmodel import Session, col, select
 
 from states.errors import NotFound
-from states.models import ORG_KINDS, Organisation  # noqa: F401  (re-exported)
+from states.models import Organisation
 
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
