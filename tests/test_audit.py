@@ -122,3 +122,22 @@ def test_rehashed_row_breaks_the_following_link(session: Session, engine: Engine
     report = audit.verify(session)
     assert report.broken is not None and report.broken.event_id == events[2].id
     assert "前一事件" in report.broken.reason
+
+
+def test_cli_verify_names_the_broken_event(
+    session: Session, engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from api.cli import main
+
+    w = World(session)
+    run_id = _activity(w)
+    victim = _events(session, run_id)[1]
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    session.commit()  # release the test session's read transaction before the CLI connects
+    assert CliRunner().invoke(main, ["audit", "verify"]).exit_code == 0
+    _tamper(session, engine, "UPDATE audit_event SET actor_id = 999 WHERE id = :id", id=victim.id)
+    result = CliRunner().invoke(main, ["audit", "verify"])
+    assert result.exit_code == 1
+    assert f"事件 #{victim.id}" in result.output and f"run:{run_id} 第 2 条" in result.output
