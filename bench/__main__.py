@@ -46,16 +46,21 @@ def run(module: str, args: list[str], out: Path) -> None:
             raise SystemExit(f"{module} failed with exit code {proc.returncode}")
 
 
+def git(*args: str) -> str:
+    res = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    return res.stdout.strip()
+
+
 def code_state() -> dict[str, str]:
     """The commit and the uncommitted changes under states/ (to catch edits during a run)."""
-
-    def git(*args: str) -> str:
-        res = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
-        return res.stdout.strip()
-
     diff = git("diff", "HEAD", "--", "states")
     digest = hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else "clean"
     return {"commit": git("rev-parse", "--short", "HEAD"), "states_diff": digest}
+
+
+def _states_code(state: dict[str, str]) -> tuple[str, str]:
+    """What decides the measured code: the states/ tree of the commit, and the local diff."""
+    return git("rev-parse", f"{state['commit']}:states"), state["states_diff"]
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -82,11 +87,13 @@ def code_line(meta: dict[str, Any]) -> str:
         line += f" plus uncommitted changes under `states/` (diff {before['states_diff']})"
     else:
         line += " (no uncommitted changes under `states/`)"
-    if after != before:
+    if after and _states_code(after) != _states_code(before):
         line += (
             f". **Warning: the code changed during the run** (now `{after['commit']}`, "
             f"`states/` diff {after['states_diff']}); rerun for clean figures"
         )
+    elif after and after["commit"] != before["commit"]:
+        line += f" (`{after['commit']}` was committed during the run, `states/` unchanged)"
     return line + "."
 
 

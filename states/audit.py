@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, insert
 from sqlmodel import Session, col, select
 
 from states.models import AuditEvent
@@ -61,8 +61,8 @@ def append(
     actor_id: int | None,
     data: dict[str, Any],
     run_id: int | None = None,
-) -> AuditEvent:
-    """Append one event to `stream` in the caller's transaction and return it."""
+) -> str:
+    """Append one event to `stream` in the caller's transaction; return its hash."""
     last = session.execute(
         select(AuditEvent.seq, AuditEvent.hash)
         .where(AuditEvent.stream == stream)
@@ -80,10 +80,10 @@ def append(
         "run_id": run_id,
         "data": json.loads(_canonical(data)),
     }
-    row = AuditEvent(**fields, hash=event_hash(**fields))
-    session.add(row)
-    session.flush()
-    return row
+    digest = event_hash(**fields)
+    # A Core insert: the log is written, never read back into this session's objects.
+    session.execute(insert(AuditEvent).values(**fields, hash=digest))
+    return digest
 
 
 @dataclass(frozen=True)

@@ -54,15 +54,25 @@ def freeze_template(session: Session, tpl: Template) -> TemplateVersion:
 _template_cache: dict[str, Template] = {}
 
 
-def campaign_template(session: Session, campaign: Campaign) -> Template:
-    """Return the template version the campaign was launched with (parsed once per digest)."""
-    row = session.get(TemplateVersion, campaign.template_version_id)
-    if row is None:
-        raise NotFound("活动的模板版本不存在")
-    tpl = _template_cache.get(row.digest)
+def template_by_digest(session: Session, version_id: int, digest: str) -> Template:
+    """Return a frozen template version, parsed once per digest per process."""
+    tpl = _template_cache.get(digest)
     if tpl is None:
-        tpl = _template_cache.setdefault(row.digest, from_definition(row.definition))
+        row = session.get(TemplateVersion, version_id)
+        if row is None:
+            raise NotFound("活动的模板版本不存在")
+        tpl = _template_cache.setdefault(digest, from_definition(row.definition))
     return tpl
+
+
+def campaign_template(session: Session, campaign: Campaign) -> Template:
+    """Return the template version the campaign was launched with."""
+    digest = session.exec(
+        select(TemplateVersion.digest).where(TemplateVersion.id == campaign.template_version_id)
+    ).first()
+    if digest is None:
+        raise NotFound("活动的模板版本不存在")
+    return template_by_digest(session, campaign.template_version_id, digest)
 
 
 def get_campaign(session: Session, campaign_id: int, actor: Actor | None = None) -> Campaign:
@@ -139,7 +149,7 @@ def launch_campaign(
     session.add(campaign)
     session.flush()
     first = tpl.stage_ids[0]
-    deadline = deadline_for(campaign.schedule, first, now, load_calendar(session))
+    deadline = deadline_for(campaign.schedule, first, now, lambda: load_calendar(session))
     created = _insert_runs(session, campaign, root, kinds, first, now, deadline, batch, progress)
     campaign.run_count = created
     session.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -239,10 +239,14 @@ class Template(_Strict):
         """Return the approval chain for leaving `stage_id`."""
         return self.approval.by_stage.get(stage_id, self.approval.default)
 
-    def digest(self) -> str:
-        """Return a SHA-256 over the canonical definition (detects edits without a version bump)."""
+    @cached_property
+    def _digest(self) -> str:
         body = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+    def digest(self) -> str:
+        """Return a SHA-256 over the canonical definition (detects edits without a version bump)."""
+        return self._digest
 
 
 def _format_errors(path: Path, exc: ValidationError) -> list[dict[str, str]]:

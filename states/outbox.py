@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session
 
 from states.models import OutboxMessage
+from states.timeutil import utcnow
 
 
 def enqueue(
@@ -17,15 +19,19 @@ def enqueue(
     payload: dict[str, Any],
     run_id: int | None = None,
     org_id: int | None = None,
-) -> OutboxMessage:
+) -> None:
     """Add one outbox row; its unique `dedupe_key` makes a repeated cause fail loudly."""
-    row = OutboxMessage(
-        event_kind=event_kind,
-        dedupe_key=dedupe_key,
-        payload=payload,
-        run_id=run_id,
-        org_id=org_id,
+    now = utcnow()
+    session.execute(
+        insert(OutboxMessage).values(
+            event_kind=event_kind,
+            dedupe_key=dedupe_key,
+            payload=payload,
+            run_id=run_id,
+            org_id=org_id,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
     )
-    session.add(row)
-    session.flush()
-    return row

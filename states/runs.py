@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, insert, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from states import audit, outbox
-from states.campaigns import campaign_template
+from states.campaigns import template_by_digest
 from states.catalog import DONE, Template
 from states.errors import (
     ConcurrentUpdate,
@@ -38,6 +39,7 @@ from states.models import (
     RequestStatus,
     Role,
     Run,
+    TemplateVersion,
 )
 from states.orgs import ancestors
 from states.requirements import RequirementStatus, RunFacts, evaluate, load_facts
@@ -70,16 +72,22 @@ def load_run(
     session: Session, run_id: int, actor: Actor | None, *, lock: bool = False
 ) -> RunContext:
     """Return the run's context; NotFound if missing or outside the actor's reach."""
-    stmt = select(Run).where(Run.id == run_id)
+    stmt = (
+        select(Run, Organisation, Campaign, TemplateVersion.digest)
+        .join(Organisation, col(Organisation.id) == col(Run.org_id))
+        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+        .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
+        .where(Run.id == run_id)
+    )
     if lock:
-        stmt = stmt.with_for_update()
-    run = session.execute(stmt).scalar_one_or_none()
-    org = session.get(Organisation, run.org_id) if run else None
-    if run is None or org is None or (actor is not None and not actor.reaches(org.path)):
+        stmt = stmt.with_for_update(of=Run)
+    row = session.exec(stmt).first()
+    if row is None or (actor is not None and not actor.reaches(row[1].path)):
         raise NotFound("支部进程不存在", details={"run_id": run_id})
-    campaign = session.get(Campaign, run.campaign_id)
-    assert campaign is not None
-    return RunContext(run, campaign, org, campaign_template(session, campaign))
+    run, org, campaign, digest = row
+    return RunContext(
+        run, campaign, org, template_by_digest(session, campaign.template_version_id, digest)
+    )
 
 
 def _acting_as(ctx: RunContext, actor: Actor) -> bool:
@@ -101,7 +109,9 @@ def _cas(session: Session, run: Run, **values: Any) -> None:
     )
     if cast(CursorResult[Any], result).rowcount != 1:
         raise ConcurrentUpdate("该支部进程刚被他人更新，请刷新后重试", details={"run_id": run.id})
-    session.refresh(run)
+    # Mirror the committed values on the loaded object without marking it dirty (no re-SELECT).
+    for key, value in {"version": run.version + 1, **values}.items():
+        set_committed_value(run, key, value)
 
 
 def _flush(session: Session) -> None:
@@ -417,20 +427,43 @@ def _check_approver(session: Session, req: Request, ctx: RunContext, actor: Acto
         raise Forbidden("不能审批自己提交的申请", details={"rule": "self_approval"})
     if actor.holds_on(ctx.org.id or 0, frozenset({Role.SECRETARY})):
         raise Forbidden("不能审批本支部的申请（本人任该支部书记）", details={"rule": "own_branch"})
-    approver = session.get(Organisation, req.current_approver_org_id)
-    assert approver is not None
-    if not (
-        actor.holds_on(approver.id or 0, SUPERIOR_ROLES)
-        or actor.holds_above(approver.path, frozenset({Role.ADMIN}))
-    ):
-        raise Forbidden(f"此步须由「{approver.name}」的委员审批", details={"rule": "not_approver"})
-    earlier = session.execute(
-        select(Decision.id).where(
-            Decision.request_id == req.id, Decision.decided_by == actor.user_id
-        )
-    ).first()
-    if earlier:
+    approver_id = req.current_approver_org_id or 0
+    if not actor.holds_on(approver_id, SUPERIOR_ROLES):
+        approver = session.get(Organisation, approver_id)
+        assert approver is not None
+        if not actor.holds_above(approver.path, frozenset({Role.ADMIN})):
+            raise Forbidden(
+                f"此步须由「{approver.name}」的委员审批", details={"rule": "not_approver"}
+            )
+    if req.step > 0 and _decided_before(session, req, actor):
         raise Forbidden("同一申请的各级审批须由不同的人作出", details={"rule": "same_approver"})
+
+
+def _decide(
+    session: Session, req: Request, actor: Actor, outcome: str, opinion: str | None
+) -> None:
+    """Record one step's decision; the unique (request, step) key lets only one approver win."""
+    try:  # no savepoint: a conflict aborts the whole unit of work anyway
+        session.execute(
+            insert(Decision).values(
+                request_id=req.id,
+                step=req.step,
+                org_id=req.current_approver_org_id,
+                decided_by=actor.user_id,
+                outcome=outcome,
+                opinion=opinion,
+                created_at=utcnow(),
+            )
+        )
+    except IntegrityError as exc:
+        raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
+
+
+def _decided_before(session: Session, req: Request, actor: Actor) -> bool:
+    stmt = select(Decision.id).where(
+        Decision.request_id == req.id, Decision.decided_by == actor.user_id
+    )
+    return session.exec(stmt).first() is not None
 
 
 def approve(
@@ -445,17 +478,7 @@ def approve(
     req, ctx = _load_request(session, request_id, actor)
     _check_approver(session, req, ctx, actor)
     opinion = (opinion or "").strip() or None
-    session.add(
-        Decision(
-            request_id=req.id or 0,
-            step=req.step,
-            org_id=req.current_approver_org_id or 0,
-            decided_by=actor.user_id,
-            outcome="approved",
-            opinion=opinion,
-        )
-    )
-    _flush(session)
+    _decide(session, req, actor, "approved", opinion)
     if req.step + 1 < len(req.chain):
         _forward(session, req, ctx, actor, opinion)
     elif req.kind == RequestKind.EXTENSION:
@@ -489,7 +512,7 @@ def _forward(
 
 
 def _enter(session: Session, ctx: RunContext, stage: str, now: datetime) -> dict[str, Any]:
-    deadline = deadline_for(ctx.campaign.schedule, stage, now, load_calendar(session))
+    deadline = deadline_for(ctx.campaign.schedule, stage, now, lambda: load_calendar(session))
     return {
         "stage": stage,
         "entered_at": now,
@@ -590,16 +613,7 @@ def return_request(
         raise InvalidInput("退回须填写意见", details=[{"field": "reason"}])
     req, ctx = _load_request(session, request_id, actor)
     _check_approver(session, req, ctx, actor)
-    session.add(
-        Decision(
-            request_id=req.id or 0,
-            step=req.step,
-            org_id=req.current_approver_org_id or 0,
-            decided_by=actor.user_id,
-            outcome="returned",
-            opinion=reason,
-        )
-    )
+    _decide(session, req, actor, "returned", reason)
     now = now or utcnow()
     req.status = RequestStatus.RETURNED
     req.return_reason = reason

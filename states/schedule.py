@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,15 +81,21 @@ def dump_schedule(schedule: dict[str, StageDeadline]) -> dict[str, dict[str, Any
 
 
 def deadline_for(
-    schedule: dict[str, Any], stage: str, entered_at: datetime, cal: WorkCalendar
+    schedule: dict[str, Any],
+    stage: str,
+    entered_at: datetime,
+    calendar: Callable[[], WorkCalendar],
 ) -> datetime | None:
-    """Return the UTC deadline of `stage` entered at `entered_at`, or None if unscheduled."""
+    """Return the UTC deadline of `stage` entered at `entered_at`, or None if unscheduled.
+
+    `calendar` is called only when the stage counts working days.
+    """
     if stage == DONE or stage not in schedule:
         return None
     spec = StageDeadline.model_validate(schedule[stage])
     if spec.date is not None:
         return end_of_local_day(spec.date)
     if spec.working_days is not None:
-        return deadline_after_working_days(entered_at, spec.working_days, cal)
+        return deadline_after_working_days(entered_at, spec.working_days, calendar())
     assert spec.days is not None
     return end_of_local_day(local_date(entered_at) + timedelta(days=spec.days))
