@@ -78,6 +78,7 @@ def load_run(
         .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
         .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
         .where(Run.id == run_id)
+        .execution_options(populate_existing=True)  # decide on what the database holds now
     )
     if lock:
         stmt = stmt.with_for_update(of=Run)
