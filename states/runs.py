@@ -460,6 +460,17 @@ def _decide(
         raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
 
 
+def _close(
+    session: Session, req: Request, status: RequestStatus, now: datetime, reason: str | None = None
+) -> None:
+    """Mark a pending request decided (approved, returned or withdrawn)."""
+    req.status = status
+    req.decided_at = now
+    if reason is not None:
+        req.return_reason = reason
+    _flush(session)
+
+
 def _decided_before(session: Session, req: Request, actor: Actor) -> bool:
     stmt = select(Decision.id).where(
         Decision.request_id == req.id, Decision.decided_by == actor.user_id
@@ -535,9 +546,7 @@ def _apply_advance(
     if run.stage != req.from_stage:
         raise Conflict("进程阶段已变化，此申请已失效", details={"rule": "stale_request"})
     outcome = _advance_or_raise(session, ctx)
-    req.status = RequestStatus.APPROVED
-    req.decided_at = now
-    _flush(session)
+    _close(session, req, RequestStatus.APPROVED, now)
     _cas(session, run, pending_request_id=None, **_enter(session, ctx, outcome.state, now))
     _log(
         session,
@@ -572,9 +581,7 @@ def _grant_extension(
     now: datetime,
 ) -> None:
     old = ctx.run.deadline
-    req.status = RequestStatus.APPROVED
-    req.decided_at = now
-    _flush(session)
+    _close(session, req, RequestStatus.APPROVED, now)
     _cas(session, ctx.run, deadline=req.requested_deadline, escalation_level=0)
     _log(
         session,
@@ -616,10 +623,7 @@ def return_request(
     _check_approver(session, req, ctx, actor)
     _decide(session, req, actor, "returned", reason)
     now = now or utcnow()
-    req.status = RequestStatus.RETURNED
-    req.return_reason = reason
-    req.decided_at = now
-    _flush(session)
+    _close(session, req, RequestStatus.RETURNED, now, reason)
     values: dict[str, Any] = {}
     if req.kind == RequestKind.ADVANCE:
         values["pending_request_id"] = None
@@ -679,10 +683,7 @@ def send_back(
         session.get(Request, ctx.run.pending_request_id) if ctx.run.pending_request_id else None
     )
     if pending is not None:
-        pending.status = RequestStatus.RETURNED
-        pending.return_reason = reason
-        pending.decided_at = now
-        _flush(session)
+        _close(session, pending, RequestStatus.RETURNED, now, reason)
     _cas(session, ctx.run, pending_request_id=None, **_enter(session, ctx, outcome.state, now))
     _log(
         session,
@@ -716,9 +717,7 @@ def withdraw(session: Session, *, request_id: int, actor: Actor) -> Request:
             f"该申请已{STATUS_LABELS.get(req.status, req.status)}，不能撤回",
             details={"rule": "not_pending", "status": req.status},
         )
-    req.status = RequestStatus.WITHDRAWN
-    req.decided_at = utcnow()
-    _flush(session)
+    _close(session, req, RequestStatus.WITHDRAWN, utcnow())
     values = {"pending_request_id": None} if req.kind == RequestKind.ADVANCE else {}
     _cas(session, ctx.run, **values)
     _log(session, ctx, "request.withdrawn", actor, request_id=req.id, kind=req.kind)
