@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import case, func, insert, literal
 from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from states import audit, outbox
@@ -40,8 +41,11 @@ def freeze_template(session: Session, tpl: Template) -> TemplateVersion:
             digest=digest,
             definition=tpl.model_dump(mode="json"),
         )
-        session.add(row)
-        session.flush()
+        try:
+            with session.begin_nested():  # two first launches at once: the loser reads the row
+                session.add(row)
+        except IntegrityError:
+            return freeze_template(session, tpl)
     elif row.digest != digest:
         raise Conflict(
             f"模板 {tpl.key} 第 {tpl.version} 版的内容已改动但版本号未变："

@@ -98,3 +98,23 @@ def test_withdraw_races_approve(pg_engine: Engine) -> None:
     with Session(pg_engine) as s:
         status = s.get_one(Request, req.id).status
         assert status in {"withdrawn", "approved"}
+
+
+def test_first_launches_at_once_share_one_template_version(pg_engine: Engine) -> None:
+    from states.campaigns import launch_campaign
+    from states.models import Campaign, TemplateVersion
+    from tests.factories import make_tree
+
+    with Session(pg_engine) as session:
+        make_tree(session)
+    wins, errors = _race(
+        pg_engine,
+        [
+            lambda s, root=root: launch_campaign(s, template_key="jinwei_shengji", root_code=root)
+            for root in ("H1", "H2", "G1", "B")
+        ],
+    )
+    assert wins == 4 and errors == []
+    with Session(pg_engine) as s:
+        assert s.exec(select(func.count()).select_from(TemplateVersion)).one() == 1
+        assert s.exec(select(func.count()).select_from(Campaign)).one() == 4
