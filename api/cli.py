@@ -412,6 +412,7 @@ def campaign_status_cmd(campaign_id: int) -> None:
         status = campaign_status(s, get_campaign(s, campaign_id))
     click.secho(f"#{status.campaign_id} {status.name}：共 {status.total} 个支部进程", bold=True)
     width = max(status.total, 1)
+    width_names = max(len(st.name) for st in status.stages)
     for st in status.stages:
         bar = "█" * round(30 * st.runs / width)
         extra = []
@@ -419,7 +420,8 @@ def campaign_status_cmd(campaign_id: int) -> None:
             extra.append(f"逾期 {st.overdue}")
         if st.waiting:
             extra.append(f"待审批 {st.waiting}")
-        click.echo(f"  {st.name:<6}{st.runs:>6}  {bar:<30} {'，'.join(extra)}")
+        name = st.name + "　" * (width_names - len(st.name))  # full-width pad: CJK columns line up
+        click.echo(f"  {name}{st.runs:>6}  {bar:<30} {'，'.join(extra)}")
     click.echo(
         f"逾期 overdue {status.overdue} · 待审批 waiting {status.waiting} · "
         f"完成 done {status.done} ({status.percent_done}%)"
