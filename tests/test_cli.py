@@ -179,3 +179,19 @@ def test_calendar_commands(cli) -> None:  # type: ignore[no-untyped-def]
     r = cli("calendar", "check", "2031")
     assert "尚无官方节假日数据" in r.output and "已自定义 1 天" in r.output
     assert cli("calendar", "override", "2031-13-02", "--holiday").exit_code == 2
+
+
+def test_templates_commands() -> None:
+    runner = CliRunner()
+    listing = runner.invoke(main, ["templates", "list"])
+    assert listing.exit_code == 0
+    assert "宣传发动 → 公开承诺 → 全面争创 → 领导点评 → 群众评议 → 评选表彰" in listing.output
+    shown = runner.invoke(main, ["templates", "show", "jinwei_shengji"])
+    assert "至少 10 份群众测评（且不少于党员人数的 0.8 倍）" in shown.output
+    assert "审批：上级 → 最近的党委" in shown.output and "录入评定等次" in shown.output
+    sqsy = runner.invoke(main, ["templates", "show", "sqsy_fuwuxing"]).output
+    assert "[08-01 ~ 12-25]" in sqsy and "至少 1 项自查报告（材料）" in sqsy
+    mermaid = runner.invoke(main, ["templates", "show", "chuangxian_zhengyou", "--mermaid"])
+    assert mermaid.output.startswith("stateDiagram-v2")
+    missing = runner.invoke(main, ["templates", "show", "nope"])
+    assert missing.exit_code == 1 and "没有这个模板" in missing.output

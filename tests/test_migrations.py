@@ -17,3 +17,20 @@ def test_migrated_schema_matches_models(engine: Engine) -> None:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(ctx, SQLModel.metadata)
     assert diff == []
+
+
+def test_downgrade_and_upgrade_again(engine: Engine) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from states.migrate import alembic_config, upgrade
+
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    assert current_revision(engine) is None
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    upgrade(engine)
+    assert is_up_to_date(engine)
+    assert "audit_event" in inspect(engine).get_table_names()
