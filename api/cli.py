@@ -501,8 +501,6 @@ def calendar_override(day: Any, is_workday: bool, note: str | None) -> None:
 @friendly
 def calendar_check(year: int) -> None:
     """检查某年是否有官方节假日数据 / does the calendar cover YEAR?"""
-    from sqlmodel import col as _col
-
     from states.models import CalendarOverride
     from states.workcal import covered
 
@@ -511,8 +509,8 @@ def calendar_check(year: int) -> None:
             select(func.count())
             .select_from(CalendarOverride)
             .where(
-                _col(CalendarOverride.day) >= date(year, 1, 1),
-                _col(CalendarOverride.day) <= date(year, 12, 31),
+                col(CalendarOverride.day) >= date(year, 1, 1),
+                col(CalendarOverride.day) <= date(year, 12, 31),
             )
         ).one()
     if covered(year):

@@ -53,6 +53,21 @@ def event_hash(
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+def hash_of(ev: AuditEvent, **changes: Any) -> str:
+    """Return the hash a stored event should carry (with `changes` applied to its fields)."""
+    fields = {
+        "prev_hash": ev.prev_hash,
+        "stream": ev.stream,
+        "seq": ev.seq,
+        "at": ev.at,
+        "actor_id": ev.actor_id,
+        "action": ev.action,
+        "run_id": ev.run_id,
+        "data": ev.data,
+    }
+    return event_hash(**{**fields, **changes})
+
+
 def append(
     session: Session,
     *,
@@ -141,17 +156,7 @@ def verify(session: Session, *, batch: int = 5000) -> VerifyReport:
             elif ev.prev_hash != prev:
                 reason = "前一事件的哈希不符（上一条被改动或删除）"
             else:
-                expected = event_hash(
-                    prev_hash=ev.prev_hash,
-                    stream=ev.stream,
-                    seq=ev.seq,
-                    at=ev.at,
-                    actor_id=ev.actor_id,
-                    action=ev.action,
-                    run_id=ev.run_id,
-                    data=ev.data,
-                )
-                if expected != ev.hash:
+                if hash_of(ev) != ev.hash:
                     reason = "内容与哈希不符（本条被改动）"
             if reason:
                 first = BrokenLink(ev.id, ev.stream, ev.seq, reason)

@@ -42,14 +42,6 @@ def format_local(value: datetime | None) -> str:
     return to_local(value).strftime("%Y-%m-%d %H:%M")
 
 
-def parse_instant(text: str) -> datetime:
-    """Parse an ISO date or datetime; a naive value is read as Asia/Shanghai."""
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=SHANGHAI)
-    return value.astimezone(UTC)
-
-
 class UTCDateTime(TypeDecorator[datetime]):
     """A datetime column that always stores UTC and always returns an aware UTC value."""
 

@@ -101,16 +101,7 @@ def test_rehashed_row_breaks_the_following_link(session: Session, engine: Engine
     events = _events(session, run_id)
     target = events[1]
     forged = {**target.data, "forged": True}
-    new_hash = audit.event_hash(
-        prev_hash=target.prev_hash,
-        stream=target.stream,
-        seq=target.seq,
-        at=target.at,
-        actor_id=target.actor_id,
-        action=target.action,
-        run_id=target.run_id,
-        data=forged,
-    )
+    new_hash = audit.hash_of(target, data=forged)
     _tamper(
         session,
         engine,

@@ -60,31 +60,10 @@ def test_operator_flow(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-
     r = cli("import-orgs", str(csv))
     assert r.exit_code == 0 and "新增 4" in r.output
     assert "新增 0" in cli("import-orgs", str(csv)).output
-    r = cli(
-        "users",
-        "add",
-        "--username",
-        "u1",
-        "--password",
-        "secret-123",
-        "--org",
-        "S1",
-        "--role",
-        "secretary",
-    )
+    add_u1 = ("users", "add", "--username", "u1", "--password", "secret-123", "--org", "S1")
+    r = cli(*add_u1, "--role", "secretary")
     assert r.exit_code == 0
-    r = cli(
-        "users",
-        "add",
-        "--username",
-        "u1",
-        "--password",
-        "secret-123",
-        "--org",
-        "S1",
-        "--role",
-        "secretary",
-    )
+    r = cli(*add_u1, "--role", "secretary")
     assert r.exit_code == 1 and "已存在" in r.output
     r = cli(
         "users",
