@@ -549,5 +549,31 @@ def demo() -> None:
     click.echo(f"  … 另有 {rest} 个支部书记账号（dangjian users list）/ {rest} more secretaries")
 
 
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="监听地址 / address to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, help="端口 / port.")
+@friendly
+def serve(host: str, port: int) -> None:
+    """启动网页与 JSON 接口服务 / serve the web pages and the JSON API (uvicorn)."""
+    import uvicorn
+
+    from api.app import create_app
+    from states.demo import DEMO_PASSWORD, demo_logins
+
+    engine = _engine()
+    require_schema(engine)
+    shown = f"127.0.0.1:{port}" if host in ("0.0.0.0", "::") else f"{host}:{port}"
+    click.secho(f"服务地址 / serving at: http://{shown}/", fg="green", bold=True)
+    click.echo(f"接口文档 / API docs:   http://{shown}/docs")
+    with work() as s:
+        logins = demo_logins(s)
+    if logins:
+        click.echo(f"演示账号（密码 {DEMO_PASSWORD}）/ demo log-ins (password {DEMO_PASSWORD}):")
+        for username, role, org in logins:
+            click.echo(f"  {username:<22} {role:<11} {org}")
+    click.echo("按 Ctrl+C 停止 / press Ctrl+C to stop")
+    uvicorn.run(create_app(engine), host=host, port=port, log_level="info")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up and start the demo: a health bureau's organisation tree, its people and a campaign.
+# Set up and serve the demo: a health bureau's organisation tree, its people and a campaign,
+# on the embedded SQLite database (./.data). PORT and HOST change where it listens.
 source "$(dirname "$0")/_env.sh"
 ensure_venv ""
 .venv/bin/dangjian db upgrade
 .venv/bin/dangjian demo
 .venv/bin/dangjian campaign status 1
+exec .venv/bin/dangjian serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

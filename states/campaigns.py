@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, literal
+from sqlalchemy import case, func, insert, literal, or_
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -264,18 +264,28 @@ class CampaignStatus:
 
 
 def campaign_status(
-    session: Session, campaign: Campaign, *, now: datetime | None = None
+    session: Session,
+    campaign: Campaign,
+    *,
+    now: datetime | None = None,
+    scope: Sequence[str] | None = None,
 ) -> CampaignStatus:
-    """Return runs per stage, overdue, waiting for approval and done, with one grouped query."""
+    """Return runs per stage, overdue, waiting for approval and done, with one grouped query.
+
+    `scope` limits the counts to the subtrees at these paths (a committee sees its own part).
+    """
     now = now or utcnow()
     tpl = campaign_template(session, campaign)
     overdue = case((col(Run.deadline) < now, 1), else_=0)
     waiting = case((col(Run.pending_request_id).is_not(None), 1), else_=0)
-    rows = session.execute(
-        select(Run.stage, func.count(), func.sum(overdue), func.sum(waiting))
-        .where(Run.campaign_id == campaign.id)
-        .group_by(Run.stage)
-    ).all()
+    stmt = select(Run.stage, func.count(), func.sum(overdue), func.sum(waiting)).where(
+        Run.campaign_id == campaign.id
+    )
+    if scope is not None:
+        stmt = stmt.join(Organisation, col(Organisation.id) == col(Run.org_id)).where(
+            or_(*(subtree_filter(p) for p in scope))
+        )
+    rows = session.execute(stmt.group_by(Run.stage)).all()
     by_stage = {r[0]: (int(r[1]), int(r[2] or 0), int(r[3] or 0)) for r in rows}
     stages = [
         StageCount(sid, tpl.stage_name(sid), *by_stage.get(sid, (0, 0, 0)))

@@ -13,6 +13,8 @@ from sqlmodel import Session, create_engine
 
 from states.config import database_url
 
+READ_ONLY = "dangjian_read_only"
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout."""
@@ -31,8 +33,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            # Take the write lock up front so two writers conflict at once, not at commit.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front, so two writers queue at once instead of
+            # failing at commit; readers (`read_only`) begin deferred and never block anyone.
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -46,6 +52,21 @@ def get_engine(url: str | None = None) -> Engine:
 @lru_cache(maxsize=8)
 def _cached_engine(url: str) -> Engine:
     return make_engine(url)
+
+
+def read_only(engine: Engine) -> Engine:
+    """Return `engine` for reading only: on SQLite its transactions don't take the write lock."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+@contextmanager
+def read_session(engine: Engine | None = None) -> Iterator[Session]:
+    """Yield a session for reads; it never commits anything."""
+    with Session(read_only(engine or get_engine()), expire_on_commit=False) as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from states import runs
 from states.campaigns import launch_campaign
@@ -29,7 +29,7 @@ from states.catalog import (
 )
 from states.db import unit_of_work
 from states.importer import OrgRow, import_orgs
-from states.models import Campaign, Organisation, Request, Role, Run
+from states.models import ROLE_LABELS, Campaign, Organisation, Request, Role, Run, User
 from states.timeutil import utcnow
 from states.users import Actor, actor_by_username, add_user, get_user_by_username, grant_role
 
@@ -281,3 +281,14 @@ def _approve_all(engine: Engine, request_id: int, when: datetime) -> None:
             assert approver_org is not None
             actor: Actor = actor_by_username(s, committee_username(approver_org.code))
             runs.approve(s, request_id=request_id, actor=actor, opinion="同意", now=when)
+
+
+def demo_logins(session: Session, *, secretaries: int = 3) -> list[tuple[str, str, str]]:
+    """Return (username, role, org code) of the demo's main log-ins present in the database."""
+    people = [p for p in _people() if p[3] != Role.SECRETARY]
+    people += [p for p in _people() if p[3] == Role.SECRETARY][:secretaries]
+    names = [p[0] for p in people]
+    present = set(
+        session.execute(select(User.username).where(col(User.username).in_(names))).scalars()
+    )
+    return [(u, ROLE_LABELS[role], code) for u, _n, code, role in people if u in present]

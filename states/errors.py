@@ -50,3 +50,19 @@ class InvalidInput(DomainError):
     """Input failed validation; `details` names the fields or rows."""
 
     code = "invalid_input"
+
+
+class Unauthenticated(DomainError):
+    """No valid credentials (missing, wrong, expired or revoked token; wrong password)."""
+
+    code = "unauthenticated"
+
+
+class RateLimited(DomainError):
+    """Too many attempts; `retry_after` says how many seconds to wait."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after

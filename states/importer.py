@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import String, Table, bindparam, insert, literal, update
 from sqlalchemy import func as sa_func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from states import audit, orgs
 from states.errors import InvalidInput
@@ -543,3 +543,39 @@ class _Writer:
                 params.append({f"b_{k}": v for k, v in values.items()})
             self.session.execute(stmt, params)
             self._tick(len(chunk))
+
+
+def scope_errors(
+    session: Session, rows: Sequence[OrgRow], reaches: Callable[[str], bool]
+) -> list[RowError]:
+    """Return a RowError for every row that would touch an organisation out of reach.
+
+    `reaches(path)` says whether the importing user manages the organisation at `path`. A row
+    may change an organisation in reach, or add one under a parent in reach (or under another
+    row of the same file that is itself allowed). Used by the API; the CLI is an operator tool.
+    """
+    codes = {r.code for r in rows} | {r.parent_code for r in rows if r.parent_code}
+    db = {
+        o.code: o
+        for o in session.execute(
+            select(Organisation).where(col(Organisation.code).in_(sorted(codes)))
+        ).scalars()
+    }
+    errors: list[RowError] = []
+    for r in rows:
+        existing = db.get(r.code)
+        if existing is not None and not reaches(existing.path):
+            errors.append(RowError(r.row, "编码", f"组织 {r.code} 不在您的管辖范围内"))
+            continue
+        if not r.parent_code:
+            if existing is None or existing.parent_id is not None:
+                errors.append(
+                    RowError(r.row, "上级编码", "只能在您管辖的组织之下导入，请填写上级编码")
+                )
+            continue
+        parent = db.get(r.parent_code)
+        if parent is not None and not reaches(parent.path):
+            errors.append(
+                RowError(r.row, "上级编码", f"上级组织 {r.parent_code} 不在您的管辖范围内")
+            )
+    return errors

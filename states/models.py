@@ -287,3 +287,71 @@ class CalendarOverride(SQLModel, table=True):
     day: date = Field(primary_key=True)
     is_workday: bool = Field(nullable=False)
     note: str | None = Field(default=None, sa_type=String(200))
+
+
+class ApiToken(SQLModel, table=True):
+    """An opaque bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(sa_type=String(64), unique=True, nullable=False)
+    user_id: int = Field(foreign_key="app_user.id", index=True, nullable=False)
+    label: str = Field(default="api", sa_type=String(16), nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed log-in, kept for the rate limit's window (per user name and per client)."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        Index("ix_login_failure_username_at", "username", "at"),
+        Index("ix_login_failure_client_at", "client", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(sa_type=String(64), nullable=False)
+    client: str = Field(sa_type=String(64), nullable=False)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first response to a state-changing POST with an `Idempotency-Key`, kept 24 hours."""
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (UniqueConstraint("user_id", "key", name="uq_idempotency_user_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", nullable=False)
+    key: str = Field(sa_type=String(200), nullable=False)
+    request_hash: str = Field(sa_type=String(64), nullable=False)
+    status: str = Field(default="in_flight", sa_type=String(16), nullable=False)
+    response_status: int | None = Field(default=None)
+    response_body: Any = Field(default=None, sa_type=JSON, nullable=True)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True
+    )
+
+
+class InboxItem(SQLModel, table=True):
+    """A notice in one user's in-app inbox (站内消息)."""
+
+    __tablename__ = "inbox_item"
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "user_id", name="uq_inbox_outbox_user"),
+        Index("ix_inbox_user_read", "user_id", "read_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", nullable=False)
+    outbox_id: int | None = Field(default=None)
+    kind: str = Field(sa_type=String(64), nullable=False)
+    title: str = Field(sa_type=String(200), nullable=False)
+    body: str = Field(default="", sa_type=String(4000), nullable=False)
+    run_id: int | None = Field(default=None)
+    org_id: int | None = Field(default=None)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    read_at: datetime | None = _ts(nullable=True)

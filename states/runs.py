@@ -771,3 +771,8 @@ def history(session: Session, run_id: int, actor: Actor | None) -> list[audit.Au
         .order_by(col(audit.AuditEvent.seq).desc())
     )
     return list(session.execute(stmt).scalars())
+
+
+def load_request(session: Session, request_id: int, actor: Actor) -> Request:
+    """Return a request whose run the actor reaches; NotFound otherwise (the two look alike)."""
+    return _load_request(session, request_id, actor)[0]

@@ -1,0 +1,140 @@
+"""The FastAPI application: JSON API under `/api/v1`, OpenAPI at `/docs`.
+
+This module must not import Prefect: `dangjian serve` starts fast (see tests/test_api_app.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import errors
+from api.security import access_of, describe_access, public
+from api.v1 import auth, campaigns, notifications, orgs, requests, runs, templates
+from states.db import get_engine
+
+API = "/api/v1"
+#: Largest request body accepted; the organisation import has its own, larger limit.
+MAX_BODY = 1024 * 1024
+MAX_UPLOAD = 11 * 1024 * 1024
+
+DESCRIPTION = """
+基层党组织活动流程服务的 JSON 接口。
+
+* 先 `POST /api/v1/auth/token` 取得令牌，再在请求头带上 `Authorization: Bearer <令牌>`。
+* 不在本人管辖范围内的对象与不存在的对象一样，返回 404。
+* 所有错误的格式相同：`{"code", "message", "details"}`，message 为中文。
+* 改变状态的 POST 可带 `Idempotency-Key`：同一键、同一请求体重放第一次的响应（保留 24 小时）。
+"""
+
+
+class BodyLimit:
+    """Refuse request bodies over a size limit with 413, before reading them into memory."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = MAX_UPLOAD if scope["path"].endswith("/orgs/import") else MAX_BODY
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _too_large(send, limit)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send, limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    import json
+
+    body = json.dumps(
+        errors.error_body("too_large", f"请求内容过大（上限 {limit // 1024} KB）"),
+        ensure_ascii=False,
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def route_access(route: APIRoute) -> Any:
+    """Return the access a route declares through its dependencies (None if it declares none)."""
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if dep.call is not None and access_of(dep.call) is not None:
+            return access_of(dep.call)
+        stack.extend(dep.dependencies)
+    return None
+
+
+def create_app(engine: Engine | None = None) -> FastAPI:
+    """Build the application on `engine` (default: the configured database)."""
+    app = FastAPI(
+        title="dangjian-flow 党建活动流程",
+        version="0.1.0",
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.engine = engine or get_engine()
+    errors.install(app)
+    for module in (auth, orgs, templates, campaigns, runs, requests, notifications):
+        app.include_router(module.router, prefix=API)
+
+    @app.get("/healthz", summary="健康检查", tags=["系统"])
+    def healthz(_: None = Depends(public)) -> dict[str, str]:
+        """服务在运行即返回 ok。"""
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def root(_: None = Depends(public)) -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            access = route_access(route)
+            if access is not None:
+                note = f"\n\n**权限**：{describe_access(access)}"
+                route.description = (route.description or "") + note
+                route.openapi_extra = {**(route.openapi_extra or {}), "x-access": _jsonable(access)}
+    app.add_middleware(BodyLimit)
+    return app
+
+
+def _jsonable(access: Any) -> Any:
+    return access if isinstance(access, str) else [r.value for r in access]

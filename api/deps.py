@@ -1,0 +1,114 @@
+"""Shared request plumbing: sessions, pagination, idempotent writes, body size limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Header, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from states import idempotency
+from states.db import read_session, unit_of_work
+from states.queries import MAX_PAGE
+from states.users import Actor
+
+
+def engine_of(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def reader(request: Request) -> Iterator[Session]:
+    """A read-only session for one request."""
+    with read_session(engine_of(request)) as s:
+        yield s
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    offset: int
+
+
+def page(
+    limit: int = Query(50, ge=1, le=MAX_PAGE, description=f"每页条数（最多 {MAX_PAGE}）"),
+    offset: int = Query(0, ge=0, le=10_000_000, description="跳过的条数"),
+) -> Page:
+    return Page(limit, offset)
+
+
+@dataclass(frozen=True)
+class Idem:
+    """The `Idempotency-Key` of a request and the fingerprint of its method, path and body."""
+
+    key: str
+    fingerprint: str
+
+
+async def idempotency_key(
+    request: Request,
+    key: str | None = Header(
+        None,
+        alias="Idempotency-Key",
+        max_length=idempotency.MAX_KEY,
+        description="幂等键：同一键、同一请求体重放首个响应（保留 24 小时）",
+    ),
+) -> Idem | None:
+    if key is None:
+        return None
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        form = await request.form()  # already parsed by FastAPI; hash the fields and file bytes
+        parts: list[bytes] = []
+        for name, value in sorted(form.multi_items(), key=lambda kv: kv[0]):
+            parts.append(name.encode())
+            if isinstance(value, str):
+                parts.append(value.encode())
+            else:
+                data = await value.read()
+                await value.seek(0)
+                parts += [(value.filename or "").encode(), data]
+        body = b"\0".join(parts)
+    else:
+        body = await request.body()
+    return Idem(key, idempotency.request_hash(request.method, request.url.path, body))
+
+
+def write(
+    request: Request,
+    actor: Actor,
+    idem: Idem | None,
+    status: int,
+    change: Callable[[Session], Any],
+) -> JSONResponse:
+    """Run `change` in one transaction and answer `status` with its JSON.
+
+    With an Idempotency-Key, the response is recorded in the same transaction as the change,
+    and a repeat with the same key and body gets the recorded response back.
+    """
+    engine = engine_of(request)
+    if idem is not None:
+        with unit_of_work(engine) as s:
+            replay = idempotency.claim(
+                s, user_id=actor.user_id, key=idem.key, fingerprint=idem.fingerprint
+            )
+        if replay is not None:
+            return JSONResponse(
+                replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"}
+            )
+    try:
+        with unit_of_work(engine) as s:
+            body = jsonable_encoder(change(s))
+            if idem is not None:
+                idempotency.complete(
+                    s, user_id=actor.user_id, key=idem.key, status=status, body=body
+                )
+    except BaseException:
+        if idem is not None:
+            with unit_of_work(engine) as s:
+                idempotency.release(s, user_id=actor.user_id, key=idem.key)
+        raise
+    return JSONResponse(body, status_code=status)

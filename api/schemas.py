@@ -1,0 +1,403 @@
+"""Request and response bodies. Request bodies forbid unknown fields."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+
+from states.evidence import (
+    ActivityIn,
+    AppraisalIn,
+    CommitmentIn,
+    DecisionIn,
+    DocumentIn,
+    MeetingIn,
+    ReviewIn,
+)
+from states.schedule import StageDeadline
+from states.timeutil import to_local
+
+#: Times go out in Asia/Shanghai with their offset, e.g. `2026-12-01T23:59:59+08:00`.
+LocalTime = Annotated[
+    dt.datetime,
+    PlainSerializer(lambda v: to_local(v).isoformat(), return_type=str, when_used="json"),
+]
+
+T = TypeVar("T")
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(Out, Generic[T]):
+    items: list[T]
+    total: int = Field(description="符合条件的总条数")
+    limit: int
+    offset: int
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+class TokenIn(In):
+    username: str = Field(min_length=1, max_length=64, description="用户名")
+    password: str = Field(min_length=1, max_length=200, description="密码")
+
+
+class TokenOut(Out):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: LocalTime
+    expires_in: int = Field(description="有效秒数")
+
+
+class OrgBrief(Out):
+    id: int
+    code: str
+    name: str
+    kind: str
+
+
+class OrgOut(OrgBrief):
+    parent_id: int | None
+    path: str
+    depth: int
+    member_count: int
+    secretary_name: str | None = None
+    contact: str | None = None
+
+
+class GrantOut(Out):
+    org: OrgBrief
+    role: str
+    role_label: str
+
+
+class MeOut(Out):
+    id: int
+    username: str
+    display_name: str
+    grants: list[GrantOut]
+    reach: list[OrgBrief] = Field(description="可管辖的组织（各自连同其下级，书记仅本组织）")
+
+
+# --- organisations ---------------------------------------------------------------------------
+
+
+class ImportOut(Out):
+    created: int
+    updated: int
+    unchanged: int
+
+
+# --- templates --------------------------------------------------------------------------------
+
+
+class RequirementOut(Out):
+    type: str
+    label: str
+    spec: dict[str, Any]
+
+
+class StageOut(Out):
+    id: str
+    name: str
+    description: str
+    evidence: list[str]
+    requirements: list[RequirementOut]
+    default_deadline: dict[str, Any] | None = Field(description="默认期限（日期或天数）")
+
+
+class TransitionOut(Out):
+    trigger: str
+    label: str
+    source: str
+    dest: str
+
+
+class TemplateSummary(Out):
+    key: str
+    version: int
+    name: str
+    description: str
+    participants: list[str]
+    stages: list[str]
+
+
+class TemplateOut(TemplateSummary):
+    digest: str
+    source: str
+    stage_details: list[StageOut]
+    transitions: list[TransitionOut]
+    headings: list[str]
+    grades: list[str]
+    approval: dict[str, Any]
+    reminders: dict[str, Any]
+    escalation: dict[str, Any]
+
+
+# --- campaigns --------------------------------------------------------------------------------
+
+
+class CampaignIn(In):
+    template: str = Field(min_length=1, max_length=64, description="模板 key")
+    root_org_id: int = Field(ge=1, description="发起组织（活动覆盖其下级）")
+    kinds: list[str] | None = Field(
+        default=None, max_length=4, description="参与的组织类型，缺省用模板的设定"
+    )
+    schedule: dict[str, StageDeadline] | None = Field(
+        default=None, description="各阶段期限：{阶段: {date|working_days|days}}"
+    )
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class PreviewOut(Out):
+    runs: int = Field(description="将创建的支部进程数")
+    root: OrgBrief
+    kinds: list[str]
+
+
+class StageCountOut(Out):
+    stage: str
+    name: str
+    runs: int
+    overdue: int
+    waiting: int
+
+
+class CampaignOut(Out):
+    id: int
+    name: str
+    template: str
+    template_version: int
+    root: OrgBrief
+    kinds: list[str]
+    schedule: dict[str, Any]
+    launched_at: LocalTime
+    scope: list[str] = Field(description="调用者可见的范围（组织路径）")
+    total: int
+    stages: list[StageCountOut]
+    overdue: int
+    waiting: int
+    done: int
+    percent_done: float
+
+
+class CampaignBrief(Out):
+    id: int
+    name: str
+    template: str
+    root: OrgBrief
+    run_count: int
+    launched_at: LocalTime
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+class RunBrief(Out):
+    id: int
+    campaign_id: int
+    org: OrgBrief
+    stage: str
+    stage_name: str
+    entered_at: LocalTime
+    deadline: LocalTime | None
+    overdue: bool
+    days_left: int | None = Field(description="距截止的天数（按上海日期；负数为已逾期）")
+    pending_request_id: int | None
+    escalation_level: int
+    completed_at: LocalTime | None
+
+
+class CheckItem(Out):
+    key: str
+    label: str
+    met: bool
+    reason: str
+    have: int
+    need: int
+
+
+class StepOut(Out):
+    id: str
+    name: str
+    status: Literal["done", "current", "todo"]
+
+
+class UserBrief(Out):
+    id: int
+    display_name: str
+
+
+class DecisionOut(Out):
+    step: int
+    org_id: int
+    decided_by: UserBrief
+    outcome: str
+    opinion: str | None
+    created_at: LocalTime
+
+
+class RequestOut(Out):
+    id: int
+    run_id: int
+    kind: str
+    from_stage: str
+    to_stage: str | None
+    status: str
+    status_label: str
+    chain: list[OrgBrief]
+    step: int
+    current_approver: OrgBrief | None
+    requested_by: UserBrief
+    on_behalf: bool
+    comment: str | None
+    requested_deadline: LocalTime | None
+    return_reason: str | None
+    submitted_at: LocalTime
+    decided_at: LocalTime | None
+    decisions: list[DecisionOut]
+
+
+class RunOut(RunBrief):
+    version: int
+    campaign: CampaignBrief
+    deadline_text: str = Field(description="截止时间（上海时间，文字）")
+    timeline: list[StepOut]
+    checklist: list[CheckItem]
+    pending_request: RequestOut | None
+    allowed_actions: list[str]
+
+
+class ApprovalItem(Out):
+    request: RequestOut
+    run: RunBrief
+    campaign_name: str
+
+
+class HistoryItem(Out):
+    seq: int
+    at: LocalTime
+    action: str
+    actor: UserBrief | None
+    data: dict[str, Any]
+
+
+# --- evidence ---------------------------------------------------------------------------------
+
+
+class _EvidenceIn(In):
+    pass
+
+
+class MeetingEvidence(_EvidenceIn):
+    kind: Literal["meeting"]
+    data: MeetingIn
+
+
+class CommitmentEvidence(_EvidenceIn):
+    kind: Literal["commitment"]
+    data: CommitmentIn
+
+
+class ActivityEvidence(_EvidenceIn):
+    kind: Literal["activity"]
+    data: ActivityIn
+
+
+class ReviewEvidence(_EvidenceIn):
+    kind: Literal["review"]
+    data: ReviewIn
+
+
+class AppraisalEvidence(_EvidenceIn):
+    kind: Literal["appraisal"]
+    data: AppraisalIn
+
+
+class DecisionEvidence(_EvidenceIn):
+    kind: Literal["decision"]
+    data: DecisionIn
+
+
+class DocumentEvidence(_EvidenceIn):
+    kind: Literal["document"]
+    data: DocumentIn
+
+
+EvidenceIn = Annotated[
+    MeetingEvidence
+    | CommitmentEvidence
+    | ActivityEvidence
+    | ReviewEvidence
+    | AppraisalEvidence
+    | DecisionEvidence
+    | DocumentEvidence,
+    Field(discriminator="kind"),
+]
+
+
+class EvidenceOut(Out):
+    id: int
+    run_id: int
+    stage: str
+    kind: str
+    subject: str | None
+    data: dict[str, Any]
+    recorded_by: int | None
+    on_behalf: bool
+    created_at: LocalTime
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class AdvanceIn(In):
+    comment: str | None = Field(default=None, max_length=2000, description="说明（可选）")
+
+
+class ExtensionIn(In):
+    new_deadline: AwareDatetime = Field(description="新的截止时间（须带时区）")
+    reason: str = Field(min_length=1, max_length=2000, description="延期理由")
+
+
+class ApproveIn(In):
+    opinion: str | None = Field(default=None, max_length=2000, description="审批意见（可选）")
+
+
+class ReturnIn(In):
+    reason: str = Field(min_length=1, max_length=2000, description="退回意见（必填）")
+    to_stage: str | None = Field(
+        default=None, max_length=64, description="同时把进程退回到此前的某一阶段（可选）"
+    )
+
+
+class SendBackIn(In):
+    to_stage: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+
+class NotificationOut(Out):
+    id: int
+    kind: str
+    title: str
+    body: str
+    run_id: int | None
+    org_id: int | None
+    created_at: LocalTime
+    read_at: LocalTime | None
+
+
+class NotificationPage(Page[NotificationOut]):
+    unread: int

@@ -1,0 +1,80 @@
+"""Who may call a route. Every route declares it with one of these dependencies.
+
+Deny by default: `authenticated` needs a live bearer token; `roles(...)` also needs one of the
+roles somewhere. Which objects a caller reaches is then decided by the services (`states`), and
+an object out of reach looks exactly like one that does not exist (404).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from states.db import read_session
+from states.errors import Forbidden, Unauthenticated
+from states.models import ROLE_LABELS, Role
+from states.tokens import actor_for_token
+from states.users import Actor
+
+bearer = HTTPBearer(
+    auto_error=False, description="登录后取得的令牌：`Authorization: Bearer <token>`"
+)
+
+PUBLIC = "public"
+AUTHENTICATED = "authenticated"
+
+
+def _declare(dep: Callable[..., Any], access: str | tuple[Role, ...]) -> Callable[..., Any]:
+    dep.access = access  # type: ignore[attr-defined]
+    return dep
+
+
+def _public() -> None:
+    return None
+
+
+public = _declare(_public, PUBLIC)
+
+
+def _authenticated(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> Actor:
+    if credentials is None or not credentials.credentials:
+        raise Unauthenticated("请先登录（缺少令牌）")
+    with read_session(request.app.state.engine) as s:
+        actor = actor_for_token(s, credentials.credentials)
+    if actor is None:
+        raise Unauthenticated("登录已失效，请重新登录")
+    return actor
+
+
+authenticated = _declare(_authenticated, AUTHENTICATED)
+
+
+def roles(*allowed: Role) -> Callable[..., Actor]:
+    """A dependency: a logged-in caller holding one of `allowed` on some organisation."""
+
+    def _dep(actor: Actor = Depends(_authenticated)) -> Actor:
+        if not any(actor.has_role(r) for r in allowed):
+            names = "或".join(ROLE_LABELS[r] for r in allowed)
+            raise Forbidden(f"此操作需要{names}权限", details={"roles": [r.value for r in allowed]})
+        return actor
+
+    return _declare(_dep, tuple(allowed))
+
+
+def access_of(dependency: Callable[..., Any]) -> str | tuple[Role, ...] | None:
+    """Return what a dependency declares (for the authorisation matrix), or None."""
+    return getattr(dependency, "access", None)
+
+
+def describe_access(access: str | tuple[Role, ...]) -> str:
+    if access == PUBLIC:
+        return "无需登录"
+    if access == AUTHENTICATED:
+        return "已登录用户（对象须在本人管辖范围内）"
+    assert isinstance(access, tuple)
+    return "、".join(ROLE_LABELS[r] for r in access) + "（对象须在本人管辖范围内）"

@@ -1,0 +1,204 @@
+"""A branch's run: its state, checklist, evidence, requests, extensions and history."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlmodel import Session
+
+from api import schemas as S
+from api.deps import Idem, Page, idempotency_key, page, reader, write
+from api.errors import responses
+from api.security import authenticated
+from api.v1.convert import campaign_brief, requests_out, run_brief, timeline, users_by_id
+from states import runs
+from states.models import Organisation
+from states.models import Request as RequestRow
+from states.queries import evidence_of
+from states.timeutil import format_local, utcnow
+from states.users import Actor
+
+router = APIRouter(tags=["支部进程"])
+
+
+def run_out(s: Session, run_id: int, actor: Actor) -> S.RunOut:
+    ctx = runs.load_run(s, run_id, actor)
+    run = ctx.run
+    root = s.get(Organisation, ctx.campaign.root_org_id)
+    assert root is not None
+    pending = s.get(RequestRow, run.pending_request_id) if run.pending_request_id else None
+    brief = run_brief(run, ctx.org, ctx.tpl, utcnow())
+    return S.RunOut(
+        **brief.model_dump(),
+        version=run.version,
+        campaign=campaign_brief(ctx.campaign, root),
+        deadline_text=format_local(run.deadline) if run.deadline else "无期限",
+        timeline=timeline(ctx.tpl, run.stage),
+        checklist=[
+            S.CheckItem.model_validate(c, from_attributes=True) for c in runs.checklist(s, ctx)
+        ],
+        pending_request=requests_out(s, [pending])[0] if pending else None,
+        allowed_actions=runs.allowed_actions(s, ctx, actor),
+    )
+
+
+@router.get(
+    "/runs/{run_id}",
+    summary="支部进程详情：阶段、期限、条件清单、待审批申请、可执行操作",
+    response_model=S.RunOut,
+    responses=responses(401, 404),
+)
+def get_run(
+    run_id: int, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
+) -> S.RunOut:
+    """期限按上海时间给出；条件清单逐条说明已满足或未满足及原因；allowed_actions 是调用者此刻可做的操作。"""
+    return run_out(s, run_id, actor)
+
+
+def _evidence_out(ev: object) -> S.EvidenceOut:
+    return S.EvidenceOut.model_validate(ev, from_attributes=True)
+
+
+@router.post(
+    "/runs/{run_id}/evidence",
+    summary="录入本阶段材料",
+    status_code=201,
+    response_model=S.EvidenceOut,
+    responses=responses(401, 403, 404, 409, 422),
+)
+def add_evidence(
+    run_id: int,
+    body: S.EvidenceIn,
+    request: Request,
+    actor: Actor = Depends(authenticated),
+    idem: Idem | None = Depends(idempotency_key),
+) -> object:
+    """按类型录入会议、承诺、活动、点评、测评、评定或文件材料；须为本组织书记、委员，或上级委员代办。"""
+
+    def change(s: Session) -> S.EvidenceOut:
+        ev = runs.record_evidence(
+            s, run_id=run_id, actor=actor, kind=body.kind, data=body.data.model_dump(mode="json")
+        )
+        return _evidence_out(ev)
+
+    return write(request, actor, idem, 201, change)
+
+
+@router.get(
+    "/runs/{run_id}/evidence",
+    summary="本进程已录入的材料",
+    response_model=S.Page[S.EvidenceOut],
+    responses=responses(401, 404, 422),
+)
+def list_evidence(
+    run_id: int,
+    stage: str | None = Query(None, max_length=64, description="只看此阶段"),
+    actor: Actor = Depends(authenticated),
+    s: Session = Depends(reader),
+    p: Page = Depends(page),
+) -> S.Page[S.EvidenceOut]:
+    """最新的在前，分页。"""
+    runs.load_run(s, run_id, actor)
+    items, total = evidence_of(s, run_id, stage=stage, limit=p.limit, offset=p.offset)
+    return S.Page(
+        items=[_evidence_out(e) for e in items], total=total, limit=p.limit, offset=p.offset
+    )
+
+
+@router.post(
+    "/runs/{run_id}/requests",
+    summary="申请推进到下一阶段",
+    status_code=201,
+    response_model=S.RequestOut,
+    responses=responses(401, 403, 404, 409, 422),
+)
+def request_advance(
+    run_id: int,
+    request: Request,
+    body: S.AdvanceIn | None = None,
+    actor: Actor = Depends(authenticated),
+    idem: Idem | None = Depends(idempotency_key),
+) -> object:
+    """条件满足时提交上级审批（201）；不满足时返回 409，details 列出每一条未满足的条件及原因。"""
+    comment = body.comment if body else None
+
+    def change(s: Session) -> S.RequestOut:
+        req = runs.request_advance(s, run_id=run_id, actor=actor, comment=comment)
+        return requests_out(s, [req])[0]
+
+    return write(request, actor, idem, 201, change)
+
+
+@router.post(
+    "/runs/{run_id}/extensions",
+    summary="申请延期",
+    status_code=201,
+    response_model=S.RequestOut,
+    responses=responses(401, 403, 404, 409, 422),
+)
+def request_extension(
+    run_id: int,
+    body: S.ExtensionIn,
+    request: Request,
+    actor: Actor = Depends(authenticated),
+    idem: Idem | None = Depends(idempotency_key),
+) -> object:
+    """说明理由并给出新的截止时间；由上级审批，审批方式与推进申请相同。"""
+
+    def change(s: Session) -> S.RequestOut:
+        req = runs.request_extension(
+            s, run_id=run_id, actor=actor, new_deadline=body.new_deadline, reason=body.reason
+        )
+        return requests_out(s, [req])[0]
+
+    return write(request, actor, idem, 201, change)
+
+
+@router.post(
+    "/runs/{run_id}/send-back",
+    summary="上级把进程退回到此前阶段",
+    response_model=S.RunOut,
+    responses=responses(401, 403, 404, 409, 422),
+)
+def send_back(
+    run_id: int,
+    body: S.SendBackIn,
+    request: Request,
+    actor: Actor = Depends(authenticated),
+    idem: Idem | None = Depends(idempotency_key),
+) -> object:
+    """上级党组织委员填写意见，把进程退回到此前某一阶段（同时退回待审批的申请）。"""
+
+    def change(s: Session) -> S.RunOut:
+        runs.send_back(s, run_id=run_id, actor=actor, to_stage=body.to_stage, reason=body.reason)
+        return run_out(s, run_id, actor)
+
+    return write(request, actor, idem, 200, change)
+
+
+@router.get(
+    "/runs/{run_id}/history",
+    summary="进程历史（审计记录，最新在前）",
+    response_model=S.Page[S.HistoryItem],
+    responses=responses(401, 404, 422),
+)
+def get_history(
+    run_id: int,
+    actor: Actor = Depends(authenticated),
+    s: Session = Depends(reader),
+    p: Page = Depends(page),
+) -> S.Page[S.HistoryItem]:
+    """每一次材料录入、申请、审批、退回、延期，谁在何时做了什么。"""
+    events = runs.history(s, run_id, actor)
+    chunk = events[p.offset : p.offset + p.limit]
+    users = users_by_id(s, {e.actor_id for e in chunk if e.actor_id})
+    items = [
+        S.HistoryItem(
+            seq=e.seq,
+            at=e.at,
+            action=e.action,
+            actor=users.get(e.actor_id) if e.actor_id else None,
+            data=e.data,
+        )
+        for e in chunk
+    ]
+    return S.Page(items=items, total=len(events), limit=p.limit, offset=p.offset)

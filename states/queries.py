@@ -1,0 +1,206 @@
+"""Read models for the API and the pages: lists scoped to the caller's reach, set-based."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, func, or_
+from sqlmodel import Session, col, select
+
+from states.errors import NotFound
+from states.models import (
+    SUBTREE_ROLES,
+    Campaign,
+    Evidence,
+    Organisation,
+    Request,
+    RequestStatus,
+    Role,
+    Run,
+)
+from states.orgs import is_within, subtree_filter
+from states.timeutil import utcnow
+from states.users import Actor
+
+MAX_PAGE = 200
+
+#: Roles that see a campaign's progress (committees, organisers, supervisors, admins).
+VIEW_ROLES = SUBTREE_ROLES
+
+
+def campaign_scope(actor: Actor, root: Organisation) -> list[str]:
+    """Return the subtree paths of `root`'s campaign the actor sees; empty if none.
+
+    A committee above the root sees the whole campaign; one inside it sees its own subtree.
+    """
+    paths: set[str] = set()
+    for g in actor.grants:
+        if g.role not in VIEW_ROLES:
+            continue
+        if is_within(root.path, g.org_path):
+            return [root.path]
+        if is_within(g.org_path, root.path):
+            paths.add(g.org_path)
+    # Drop paths inside other paths of the set.
+    return sorted(p for p in paths if not any(q != p and is_within(p, q) for q in paths))
+
+
+def visible_campaign(
+    session: Session, campaign_id: int, actor: Actor
+) -> tuple[Campaign, Organisation, list[str]]:
+    """Return the campaign, its root and the actor's scope in it; NotFound if none."""
+    campaign = session.get(Campaign, campaign_id)
+    root = session.get(Organisation, campaign.root_org_id) if campaign else None
+    scope = campaign_scope(actor, root) if root else []
+    if campaign is None or root is None or not scope:
+        raise NotFound("活动不存在", details={"campaign_id": campaign_id})
+    return campaign, root, scope
+
+
+def _scope_filter(scope: Sequence[str]) -> ColumnElement[bool]:
+    return or_(*(subtree_filter(p) for p in scope)) if scope else false()
+
+
+def campaigns_for(
+    session: Session, actor: Actor, *, limit: int = 50, offset: int = 0
+) -> tuple[list[tuple[Campaign, Organisation]], int]:
+    """Return the campaigns whose subtree meets the actor's, newest first, and their count."""
+    views = [g for g in actor.grants if g.role in VIEW_ROLES]
+    conds: list[ColumnElement[bool]] = [subtree_filter(g.org_path) for g in views]
+    # Campaigns launched above one of the actor's organisations: their root is an ancestor.
+    ancestors = {p for g in views for p in _ancestor_paths(g.org_path)}
+    if ancestors:
+        conds.append(col(Organisation.path).in_(sorted(ancestors)))
+    where = or_(*conds) if conds else false()
+    stmt = (
+        select(Campaign, Organisation)
+        .join(Organisation, col(Organisation.id) == col(Campaign.root_org_id))
+        .where(where)
+    )
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = session.execute(stmt.order_by(col(Campaign.id).desc()).limit(limit).offset(offset)).all()
+    return [(c, o) for c, o in rows], int(total)
+
+
+def _ancestor_paths(path: str) -> list[str]:
+    codes = [c for c in path.split("/") if c]
+    return ["/" + "/".join(codes[:i]) + "/" for i in range(1, len(codes))]
+
+
+def campaign_runs(
+    session: Session,
+    campaign: Campaign,
+    scope: Sequence[str],
+    *,
+    stage: str | None = None,
+    overdue: bool | None = None,
+    within: Organisation | None = None,
+    now: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[tuple[Run, Organisation]], int]:
+    """Return a page of a campaign's runs in scope (optionally one stage, overdue, a subtree)."""
+    now = now or utcnow()
+    stmt = (
+        select(Run, Organisation)
+        .join(Organisation, col(Organisation.id) == col(Run.org_id))
+        .where(Run.campaign_id == campaign.id, _scope_filter(scope))
+    )
+    if stage is not None:
+        stmt = stmt.where(Run.stage == stage)
+    if overdue is True:
+        stmt = stmt.where(col(Run.deadline) < now, col(Run.completed_at).is_(None))
+    elif overdue is False:
+        stmt = stmt.where(or_(col(Run.deadline).is_(None), col(Run.deadline) >= now))
+    if within is not None:
+        stmt = stmt.where(subtree_filter(within.path))
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = session.execute(stmt.order_by(col(Organisation.path)).limit(limit).offset(offset)).all()
+    return [(r, o) for r, o in rows], int(total)
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    request: Request
+    run: Run
+    org: Organisation
+    campaign: Campaign
+
+
+def approval_inbox(
+    session: Session,
+    actor: Actor,
+    *,
+    status: str = RequestStatus.PENDING,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[InboxRow], int]:
+    """Return requests waiting on (or decided at) an organisation where the actor approves.
+
+    Approvers are committee members or admins of the approver organisation, and admins above
+    it. The actor's own requests and her own branch's requests never appear: she may not decide
+    them.
+    """
+    approver = Organisation.__table__.alias("approver")  # type: ignore[attr-defined]
+    direct = [g.org_id for g in actor.grants if g.role in (Role.COMMITTEE, Role.ADMIN)]
+    conds: list[ColumnElement[bool]] = []
+    if direct:
+        conds.append(col(Request.current_approver_org_id).in_(direct))
+    for g in actor.grants:
+        if g.role == Role.ADMIN:
+            conds.append((approver.c.path > g.org_path) & (approver.c.path < g.org_path[:-1] + "0"))
+    own_branches = [g.org_id for g in actor.grants if g.role == Role.SECRETARY]
+    stmt: Any = (
+        select(Request, Run, Organisation, Campaign)
+        .join(Run, col(Run.id) == col(Request.run_id))
+        .join(Organisation, col(Organisation.id) == col(Run.org_id))
+        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+        .join(approver, approver.c.id == col(Request.current_approver_org_id))
+        .where(
+            Request.status == status,
+            or_(*conds) if conds else false(),
+            col(Request.requested_by) != actor.user_id,
+        )
+    )
+    if own_branches:
+        stmt = stmt.where(col(Run.org_id).not_in(own_branches))
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    order = col(Request.submitted_at) if status == RequestStatus.PENDING else col(Request.id).desc()
+    rows = session.execute(stmt.order_by(order).limit(limit).offset(offset)).all()
+    return [InboxRow(*r) for r in rows], int(total)
+
+
+def evidence_of(
+    session: Session, run_id: int, *, stage: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[Evidence], int]:
+    """Return a page of a run's evidence, newest first (the caller checked reach)."""
+    stmt = select(Evidence).where(Evidence.run_id == run_id)
+    if stage is not None:
+        stmt = stmt.where(Evidence.stage == stage)
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = session.execute(
+        stmt.order_by(col(Evidence.id).desc()).limit(limit).offset(offset)
+    ).scalars()
+    return list(rows), int(total)
+
+
+def org_page(
+    session: Session,
+    where: ColumnElement[bool],
+    *,
+    kind: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Organisation], int]:
+    """Return a page of organisations matching `where`, in path order."""
+    stmt = select(Organisation).where(where)
+    if kind is not None:
+        stmt = stmt.where(Organisation.kind == kind)
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = session.execute(
+        stmt.order_by(col(Organisation.path)).limit(limit).offset(offset)
+    ).scalars()
+    return list(rows), int(total)
