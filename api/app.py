@@ -9,8 +9,9 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.engine import Engine
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
@@ -19,6 +20,7 @@ from api.v1 import auth, campaigns, notifications, orgs, requests, runs, templat
 from states.db import get_engine
 
 API = "/api/v1"
+ROUTERS = (auth, orgs, templates, campaigns, runs, requests, notifications)
 #: Largest request body accepted; the organisation import has its own, larger limit.
 MAX_BODY = 1024 * 1024
 MAX_UPLOAD = 11 * 1024 * 1024
@@ -113,8 +115,9 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     )
     app.state.engine = engine or get_engine()
     errors.install(app)
-    for module in (auth, orgs, templates, campaigns, runs, requests, notifications):
-        app.include_router(module.router, prefix=API)
+    for module in ROUTERS:
+        _document_access(module.router.routes)
+        app.include_router(module.router)
 
     @app.get("/healthz", summary="健康检查", tags=["系统"])
     def healthz(_: None = Depends(public)) -> dict[str, str]:
@@ -125,16 +128,32 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     def root(_: None = Depends(public)) -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            access = route_access(route)
-            if access is not None:
-                note = f"\n\n**权限**：{describe_access(access)}"
-                route.description = (route.description or "") + note
-                route.openapi_extra = {**(route.openapi_extra or {}), "x-access": _jsonable(access)}
+    _document_access(app.router.routes)
     app.add_middleware(BodyLimit)
     return app
 
 
 def _jsonable(access: Any) -> Any:
     return access if isinstance(access, str) else [r.value for r in access]
+
+
+def _document_access(routes: list[BaseRoute]) -> None:
+    """Publish each route's declared access in its description and as `x-access` (once)."""
+    for route in routes:
+        if not isinstance(route, APIRoute) or "x-access" in (route.openapi_extra or {}):
+            continue
+        access = route_access(route)
+        if access is not None:
+            route.description = (
+                route.description or ""
+            ) + f"\n\n**权限**：{describe_access(access)}"
+            route.openapi_extra = {**(route.openapi_extra or {}), "x-access": _jsonable(access)}
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every path operation of the app, with its full path (included routers flattened)."""
+    return [
+        ctx.original_route
+        for ctx in iter_route_contexts(app.routes)
+        if isinstance(ctx.original_route, APIRoute)
+    ]

@@ -130,3 +130,13 @@ def pytest_report_header(config: pytest.Config) -> str:
         + os.environ.get("TEST_DATABASE_URL", "127.0.0.1:5432 or a throwaway cluster")
         + ")"
     )
+
+
+@pytest.fixture
+def world(engine: Engine) -> Iterator[object]:
+    """The API test world (tests/api_world.py) on the test's database."""
+    from tests.api_world import build_world
+
+    w = build_world(engine)
+    with w.client:
+        yield w

@@ -17,7 +17,7 @@ from states.models import ROLE_LABELS, SUBTREE_ROLES, Organisation, User
 from states.tokens import TOKEN_TTL, issue_token, revoke_token, verify_login
 from states.users import Actor
 
-router = APIRouter(tags=["登录"])
+router = APIRouter(prefix="/api/v1", tags=["登录"])
 
 
 @router.post(

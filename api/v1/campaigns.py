@@ -26,7 +26,7 @@ from states.schedule import parse_schedule
 from states.timeutil import local_date, utcnow
 from states.users import Actor
 
-router = APIRouter(tags=["活动"])
+router = APIRouter(prefix="/api/v1", tags=["活动"])
 viewers = roles(*sorted(VIEW_ROLES))
 launchers = roles(*sorted(LAUNCH_ROLES))
 

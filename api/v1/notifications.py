@@ -12,7 +12,7 @@ from api.security import authenticated
 from states import inbox
 from states.users import Actor
 
-router = APIRouter(tags=["消息"])
+router = APIRouter(prefix="/api/v1", tags=["消息"])
 
 
 @router.get(

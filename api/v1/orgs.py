@@ -22,7 +22,7 @@ from states.orgs import subtree_filter
 from states.queries import org_page
 from states.users import Actor
 
-router = APIRouter(tags=["组织"])
+router = APIRouter(prefix="/api/v1", tags=["组织"])
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 KindQuery = Query(None, description="只看此类型：" + "、".join(ORG_KINDS))
 

@@ -18,7 +18,7 @@ from states.queries import approval_inbox
 from states.timeutil import utcnow
 from states.users import Actor
 
-router = APIRouter(tags=["审批"])
+router = APIRouter(prefix="/api/v1", tags=["审批"])
 
 
 @router.get(

@@ -17,7 +17,7 @@ from states.queries import evidence_of
 from states.timeutil import format_local, utcnow
 from states.users import Actor
 
-router = APIRouter(tags=["支部进程"])
+router = APIRouter(prefix="/api/v1", tags=["支部进程"])
 
 
 def run_out(s: Session, run_id: int, actor: Actor) -> S.RunOut:

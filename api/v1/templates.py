@@ -18,7 +18,7 @@ from states.schedule import default_schedule
 from states.timeutil import local_date, utcnow
 from states.users import Actor
 
-router = APIRouter(tags=["模板"])
+router = APIRouter(prefix="/api/v1", tags=["模板"])
 
 
 def _summary(tpl: Template) -> S.TemplateSummary:

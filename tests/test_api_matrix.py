@@ -1,0 +1,164 @@
+"""The authorisation matrix, built from `app.routes`.
+
+Every route must declare who may call it. A token from the sibling subtree (an admin, organiser
+and committee member of H2) gets 404 on every route that takes an id of an object under H1,
+for reads and writes alike, and the database is byte-for-byte unchanged afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel
+
+from api.app import api_routes, create_app, route_access
+from states import inbox, runs
+from states.campaigns import launch_campaign
+from states.users import load_actor
+from tests.api_world import MEETING, World
+
+ID_PARAM = re.compile(r"\{(\w+)\}")
+# Routes whose path parameter names global data, not an object in the organisation tree.
+GLOBAL = {
+    "/api/v1/templates/{key}": "templates are shared by every organisation",
+    "/api/v1/templates/{key}/diagram": "templates are shared by every organisation",
+}
+
+
+def test_every_route_declares_who_may_call_it(engine: Engine) -> None:
+    app = create_app(engine)
+    routes = api_routes(app)
+    assert len(routes) >= 25
+    undeclared = [f"{sorted(r.methods)} {r.path}" for r in routes if route_access(r) is None]
+    assert undeclared == []
+    declared = {r.path: route_access(r) for r in routes}
+    assert declared["/api/v1/auth/token"] == "public"
+    assert declared["/api/v1/runs/{run_id}"] == "authenticated"
+    assert {r.value for r in declared["/api/v1/orgs/import"]} == {"organiser", "admin"}
+    # The declaration is published in the OpenAPI document too.
+    doc = app.openapi()
+    assert doc["paths"]["/api/v1/orgs/import"]["post"]["x-access"] == ["organiser", "admin"]
+
+
+def _objects(w: World) -> dict[str, Any]:
+    """Create objects under H1: a campaign rooted at H1, a pending request, a notice."""
+    with Session(w.engine, expire_on_commit=False) as s:
+        org_h1 = load_actor(s, w.actors["org_h1"].user_id)
+        campaign = launch_campaign(
+            s, template_key="chuangxian_zhengyou", root_code="H1", actor=org_h1, name="H1 活动"
+        )
+        s.commit()
+        sec = w.actors["sec_s1"]
+        run_id = w.runs["S1"]
+        runs.record_evidence(s, run_id=run_id, actor=sec, kind="meeting", data=MEETING)
+        req = runs.request_advance(s, run_id=run_id, actor=sec)
+        s.commit()
+        inbox.post(s, user_ids=[sec.user_id], kind="reminder", title="提醒", run_id=run_id)
+        s.commit()
+        note_id = s.execute(text("SELECT max(id) FROM inbox_item")).scalar_one()
+    return {
+        "org_id": w.orgs["G1"].id,
+        "campaign_id": campaign.id,
+        "run_id": run_id,
+        "request_id": req.id,
+        "notification_id": note_id,
+    }
+
+
+# A valid body for every write that takes an id, so that only reach can refuse it.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/api/v1/runs/{run_id}/evidence"): {"kind": "meeting", "data": MEETING},
+    ("POST", "/api/v1/runs/{run_id}/requests"): {"comment": "请审批"},
+    ("POST", "/api/v1/runs/{run_id}/extensions"): {
+        "new_deadline": "2027-06-30T23:59:59+08:00",
+        "reason": "人员外出",
+    },
+    ("POST", "/api/v1/runs/{run_id}/send-back"): {"to_stage": "mobilize", "reason": "重做"},
+    ("POST", "/api/v1/requests/{request_id}/approve"): {"opinion": "同意"},
+    ("POST", "/api/v1/requests/{request_id}/return"): {"reason": "材料不全"},
+    ("POST", "/api/v1/requests/{request_id}/withdraw"): {},
+    ("POST", "/api/v1/notifications/{notification_id}/read"): {},
+}
+
+
+def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, for comparing before and after."""
+    out = {}
+    with engine.connect() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            rows = conn.execute(table.select()).all()
+            out[table.name] = sorted(tuple(map(repr, r)) for r in rows)
+    return out
+
+
+def test_sibling_subtree_gets_404_on_every_route_with_an_id(world: World) -> None:
+    w = world
+    ids = _objects(w)
+    routes = api_routes(w.client.app)  # type: ignore[arg-type]
+    before = snapshot(w.engine)
+    checked = []
+    for route in routes:
+        params = ID_PARAM.findall(route.path)
+        if not params or route.path in GLOBAL:
+            continue
+        url = route.path.format(**{p: ids[p] for p in params})
+        for method in sorted(route.methods):
+            kwargs: dict[str, Any] = {}
+            if method == "POST":
+                body = BODIES.get((method, route.path))
+                assert body is not None, f"no sample body for {method} {route.path}"
+                kwargs = {"json": body, "headers": {"Idempotency-Key": f"k-{route.path}"}}
+            resp = w.client.request(
+                method,
+                url,
+                **{**kwargs, "headers": {**w.as_("admin_h2"), **kwargs.get("headers", {})}},
+            )
+            assert resp.status_code == 404, (method, url, resp.status_code, resp.text)
+            body = resp.json()
+            assert body["code"] == "not_found" and body["message"], body
+            checked.append(f"{method} {route.path}")
+    assert snapshot(w.engine) == before
+    # Every kind of object was tried, reads and writes.
+    assert len(checked) >= 17
+    for path in ("/api/v1/orgs/{org_id}", "/api/v1/campaigns/{campaign_id}/runs"):
+        assert f"GET {path}" in checked
+    # The same ids answer the owner's side of the tree (so the 404s above are about reach).
+    assert w.get("com_h1", f"/api/v1/campaigns/{ids['campaign_id']}").status_code == 200
+    assert w.get("sec_s1", f"/api/v1/runs/{ids['run_id']}").status_code == 200
+    assert w.get("com_g1", f"/api/v1/requests/{ids['request_id']}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"template": "chuangxian_zhengyou", "root_org_id": "H1"},
+    ],
+)
+def test_sibling_cannot_launch_or_preview_in_another_subtree(
+    world: World, body: dict[str, Any]
+) -> None:
+    w = world
+    body = {**body, "root_org_id": w.orgs["H1"].id}
+    before = snapshot(w.engine)
+    for url in ("/api/v1/campaigns", "/api/v1/campaigns/preview"):
+        resp = w.post("admin_h2", url, json=body)
+        assert resp.status_code == 404, resp.text
+    assert snapshot(w.engine) == before
+
+
+def test_no_token_is_401_everywhere_but_login_and_health(world: World) -> None:
+    w = world
+    for route in api_routes(w.client.app):  # type: ignore[arg-type]
+        url = re.sub(r"\{\w+\}", "1", route.path)
+        for method in route.methods:
+            resp = w.client.request(method, url)
+            if route_access(route) == "public":
+                assert resp.status_code != 401, url
+            else:
+                assert resp.status_code == 401, (method, url, resp.status_code)
+                assert resp.json()["code"] == "unauthenticated"
+                assert resp.headers["WWW-Authenticate"] == "Bearer"
