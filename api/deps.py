@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Header, Query, Request
+from fastapi import Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
@@ -112,3 +112,8 @@ def write(
                 idempotency.release(s, user_id=actor.user_id, key=idem.key)
         raise
     return JSONResponse(body, status_code=status)
+
+
+#: Ids are 32-bit integers in the database; anything else is a 422, never a database error.
+MAX_ID = 2_147_483_647
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="编号")]

@@ -148,7 +148,7 @@ class TemplateOut(TemplateSummary):
 
 class CampaignIn(In):
     template: str = Field(min_length=1, max_length=64, description="模板 key")
-    root_org_id: int = Field(ge=1, description="发起组织（活动覆盖其下级）")
+    root_org_id: int = Field(ge=1, le=2_147_483_647, description="发起组织（活动覆盖其下级）")
     kinds: list[str] | None = Field(
         default=None, max_length=4, description="参与的组织类型，缺省用模板的设定"
     )

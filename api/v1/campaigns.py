@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import Session
 
 from api import schemas as S
-from api.deps import Idem, Page, idempotency_key, page, reader, write
+from api.deps import MAX_ID, Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
 from api.security import roles
 from api.v1.convert import campaign_brief, org_brief, run_brief
@@ -144,7 +144,7 @@ def list_campaigns(
     responses=responses(401, 403, 404),
 )
 def get_campaign(
-    campaign_id: int, actor: Actor = Depends(viewers), s: Session = Depends(reader)
+    campaign_id: IdPath, actor: Actor = Depends(viewers), s: Session = Depends(reader)
 ) -> S.CampaignOut:
     """统计范围为本人可见的部分：上级党委看全部，下级党委只看本组织及下级。"""
     return _campaign_out(s, campaign_id, actor)
@@ -157,10 +157,10 @@ def get_campaign(
     responses=responses(401, 403, 404, 422),
 )
 def list_runs(
-    campaign_id: int,
+    campaign_id: IdPath,
     stage: str | None = Query(None, max_length=64, description="只看此阶段（done 为已完成）"),
     overdue: bool | None = Query(None, description="true 只看逾期，false 只看未逾期"),
-    org: int | None = Query(None, ge=1, description="只看此组织及其下级"),
+    org: int | None = Query(None, ge=1, le=MAX_ID, description="只看此组织及其下级"),
     actor: Actor = Depends(viewers),
     s: Session = Depends(reader),
     p: Page = Depends(page),

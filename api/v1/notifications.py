@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import Session
 
 from api import schemas as S
-from api.deps import Idem, Page, idempotency_key, page, reader, write
+from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
 from api.security import authenticated
 from states import inbox
@@ -47,7 +47,7 @@ def list_notifications(
     responses=responses(401, 404, 409, 422),
 )
 def mark_read(
-    notification_id: int,
+    notification_id: IdPath,
     request: Request,
     actor: Actor = Depends(authenticated),
     idem: Idem | None = Depends(idempotency_key),

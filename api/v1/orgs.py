@@ -11,7 +11,7 @@ from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 from api import schemas as S
-from api.deps import Idem, Page, idempotency_key, page, reader, write
+from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
 from api.security import authenticated, roles
 from api.v1.convert import org_out
@@ -38,7 +38,7 @@ def visible_org(s: Session, org_id: int, actor: Actor) -> Organisation:
     "/orgs/{org_id}", summary="查看组织", response_model=S.OrgOut, responses=responses(401, 404)
 )
 def get_org(
-    org_id: int, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
+    org_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
 ) -> S.OrgOut:
     """返回一个组织的资料。不在管辖范围内的组织与不存在的一样，返回 404。"""
     return org_out(visible_org(s, org_id, actor))
@@ -51,7 +51,7 @@ def get_org(
     responses=responses(401, 404, 422),
 )
 def get_children(
-    org_id: int,
+    org_id: IdPath,
     actor: Actor = Depends(authenticated),
     s: Session = Depends(reader),
     p: Page = Depends(page),
@@ -74,7 +74,7 @@ def get_children(
     responses=responses(401, 404, 422),
 )
 def get_subtree(
-    org_id: int,
+    org_id: IdPath,
     kind: str | None = KindQuery,
     actor: Actor = Depends(authenticated),
     s: Session = Depends(reader),

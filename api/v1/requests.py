@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import Session
 
 from api import schemas as S
-from api.deps import Idem, Page, idempotency_key, page, reader, write
+from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
 from api.security import authenticated
 from api.v1.convert import requests_out, run_brief
@@ -59,7 +59,7 @@ def approvals(
     responses=responses(401, 404),
 )
 def get_request(
-    request_id: int, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
+    request_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
 ) -> S.RequestOut:
     """申请的内容、审批链、当前审批组织与各级意见。"""
     return requests_out(s, [runs.load_request(s, request_id, actor)])[0]
@@ -78,7 +78,7 @@ def _decided(s: Session, request_id: int) -> S.RequestOut:
     responses=responses(401, 403, 404, 409, 422),
 )
 def approve(
-    request_id: int,
+    request_id: IdPath,
     request: Request,
     body: S.ApproveIn | None = None,
     actor: Actor = Depends(authenticated),
@@ -101,7 +101,7 @@ def approve(
     responses=responses(401, 403, 404, 409, 422),
 )
 def return_request(
-    request_id: int,
+    request_id: IdPath,
     body: S.ReturnIn,
     request: Request,
     actor: Actor = Depends(authenticated),
@@ -125,7 +125,7 @@ def return_request(
     responses=responses(401, 403, 404, 409, 422),
 )
 def withdraw(
-    request_id: int,
+    request_id: IdPath,
     request: Request,
     actor: Actor = Depends(authenticated),
     idem: Idem | None = Depends(idempotency_key),

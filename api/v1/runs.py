@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import Session
 
 from api import schemas as S
-from api.deps import Idem, Page, idempotency_key, page, reader, write
+from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
 from api.security import authenticated
 from api.v1.convert import campaign_brief, requests_out, run_brief, timeline, users_by_id
@@ -48,7 +48,7 @@ def run_out(s: Session, run_id: int, actor: Actor) -> S.RunOut:
     responses=responses(401, 404),
 )
 def get_run(
-    run_id: int, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
+    run_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
 ) -> S.RunOut:
     """期限按上海时间给出；条件清单逐条说明已满足或未满足及原因；allowed_actions 是调用者此刻可做的操作。"""
     return run_out(s, run_id, actor)
@@ -66,7 +66,7 @@ def _evidence_out(ev: object) -> S.EvidenceOut:
     responses=responses(401, 403, 404, 409, 422),
 )
 def add_evidence(
-    run_id: int,
+    run_id: IdPath,
     body: S.EvidenceIn,
     request: Request,
     actor: Actor = Depends(authenticated),
@@ -90,7 +90,7 @@ def add_evidence(
     responses=responses(401, 404, 422),
 )
 def list_evidence(
-    run_id: int,
+    run_id: IdPath,
     stage: str | None = Query(None, max_length=64, description="只看此阶段"),
     actor: Actor = Depends(authenticated),
     s: Session = Depends(reader),
@@ -112,7 +112,7 @@ def list_evidence(
     responses=responses(401, 403, 404, 409, 422),
 )
 def request_advance(
-    run_id: int,
+    run_id: IdPath,
     request: Request,
     body: S.AdvanceIn | None = None,
     actor: Actor = Depends(authenticated),
@@ -136,7 +136,7 @@ def request_advance(
     responses=responses(401, 403, 404, 409, 422),
 )
 def request_extension(
-    run_id: int,
+    run_id: IdPath,
     body: S.ExtensionIn,
     request: Request,
     actor: Actor = Depends(authenticated),
@@ -160,7 +160,7 @@ def request_extension(
     responses=responses(401, 403, 404, 409, 422),
 )
 def send_back(
-    run_id: int,
+    run_id: IdPath,
     body: S.SendBackIn,
     request: Request,
     actor: Actor = Depends(authenticated),
@@ -182,7 +182,7 @@ def send_back(
     responses=responses(401, 404, 422),
 )
 def get_history(
-    run_id: int,
+    run_id: IdPath,
     actor: Actor = Depends(authenticated),
     s: Session = Depends(reader),
     p: Page = Depends(page),
