@@ -47,8 +47,14 @@ class Replay:
 def _insert_ignore(session: Session, values: dict[str, Any]) -> bool:
     dialect = session.get_bind().dialect.name
     ins = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = ins(IdempotencyRecord).values(**values).on_conflict_do_nothing()
-    return bool(getattr(session.execute(stmt), "rowcount", 0))
+    stmt = (
+        ins(IdempotencyRecord)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(col(IdempotencyRecord.id))
+    )
+    # RETURNING, not rowcount: psycopg's rowcount is not reliable for this statement.
+    return session.execute(stmt).first() is not None
 
 
 def claim(

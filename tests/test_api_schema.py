@@ -3,41 +3,36 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
 import schemathesis
+from hypothesis import HealthCheck, settings
+from sqlalchemy import create_engine
 
+from api.app import create_app
 from tests.api_world import World
 
 MAX_EXAMPLES = int(os.environ.get("ST_MAX", "10"))
 
-
-@pytest.fixture
-def api_schema(world: World) -> Any:
-    token = world.tokens["admin_b"]["Authorization"].removeprefix("Bearer ")
-    config = schemathesis.Config.from_dict(
-        {
-            "seed": 20260101,
-            "generation": {
-                "mode": os.environ.get("ST_MODE", "all"),
-                "max-examples": MAX_EXAMPLES,
-                "deterministic": True,
-                "database": "none",
-            },
-            "auth": {"openapi": {"HTTPBearer": {"bearer": token}}},
-            "phases": {"stateful": {"enabled": False}},
-            "continue-on-failure": True,
-        }
-    )
-    schema = schemathesis.openapi.from_asgi("/openapi.json", world.client.app, config=config)
-    return schema.exclude(path="/api/v1/auth/logout")
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "seed": 20260101,
+        "generation": {
+            "mode": os.environ.get("ST_MODE", "all"),
+            "max-examples": MAX_EXAMPLES,
+            "deterministic": True,
+            "database": "none",
+        },
+        "phases": {"stateful": {"enabled": False}},
+    }
+)
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", create_app(create_engine("sqlite://")), config=CONFIG
+).exclude(path="/api/v1/auth/logout")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @schema.parametrize()
-def test_api(case: schemathesis.Case) -> None:
-    case.call_and_validate()
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+def test_api(case: schemathesis.Case, world: World) -> None:
+    case.call_and_validate(app=world.client.app, headers=world.as_("admin_b"))
