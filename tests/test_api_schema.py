@@ -33,6 +33,8 @@ schema = schemathesis.openapi.from_asgi(
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @schema.parametrize()
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+@settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None
+)
 def test_api(case: schemathesis.Case, world: World) -> None:
     case.call_and_validate(app=world.client.app, headers=world.as_("admin_b"))
