@@ -142,6 +142,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI answers 400 for a body it cannot parse (not UTF-8, nested too deep, broken
+            # multipart); to the client that is invalid input like any other: 422, one shape.
+            return JSONResponse(
+                error_body(
+                    "invalid_input",
+                    "请求内容无法解析（须为 UTF-8 编码的 JSON 或完整的表单）",
+                    [{"field": "body", "message": "无法解析", "type": "body_unparsable"}],
+                ),
+                status_code=422,
+            )
         code, message = HTTP_MESSAGES.get(exc.status_code, ("error", "请求失败"))
         if isinstance(exc.detail, dict) and "code" in exc.detail:
             return JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)

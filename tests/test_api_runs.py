@@ -186,6 +186,11 @@ def test_malformed_input_gets_clear_4xx_never_500(world: World) -> None:
                 }
             },
         ),
+        (
+            "post",
+            f"/api/v1/runs/{run}/requests",
+            {"content": b"\xff", "headers": {"content-type": "application/json"}},
+        ),
         ("get", "/api/v1/runs/abc", {}),
         ("get", "/api/v1/runs/99999999999999999999999", {}),
         ("get", f"/api/v1/campaigns/{w.campaign_id}/runs?limit=100000", {}),

@@ -141,7 +141,7 @@ def list_campaigns(
     "/campaigns/{campaign_id}",
     summary="活动进度：各阶段数量、逾期、待审批、完成比例",
     response_model=S.CampaignOut,
-    responses=responses(401, 403, 404),
+    responses=responses(401, 403, 404, 422),
 )
 def get_campaign(
     campaign_id: IdPath, actor: Actor = Depends(viewers), s: Session = Depends(reader)

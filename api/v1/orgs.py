@@ -35,7 +35,10 @@ def visible_org(s: Session, org_id: int, actor: Actor) -> Organisation:
 
 
 @router.get(
-    "/orgs/{org_id}", summary="查看组织", response_model=S.OrgOut, responses=responses(401, 404)
+    "/orgs/{org_id}",
+    summary="查看组织",
+    response_model=S.OrgOut,
+    responses=responses(401, 404, 422),
 )
 def get_org(
     org_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)

@@ -56,7 +56,7 @@ def approvals(
     "/requests/{request_id}",
     summary="申请详情",
     response_model=S.RequestOut,
-    responses=responses(401, 404),
+    responses=responses(401, 404, 422),
 )
 def get_request(
     request_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)

@@ -45,7 +45,7 @@ def run_out(s: Session, run_id: int, actor: Actor) -> S.RunOut:
     "/runs/{run_id}",
     summary="支部进程详情：阶段、期限、条件清单、待审批申请、可执行操作",
     response_model=S.RunOut,
-    responses=responses(401, 404),
+    responses=responses(401, 404, 422),
 )
 def get_run(
     run_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)

@@ -98,7 +98,7 @@ def list_templates(actor: Actor = Depends(authenticated)) -> list[S.TemplateSumm
     "/templates/{key}",
     summary="模板详情：阶段、转换、条件、版本",
     response_model=S.TemplateOut,
-    responses=responses(401, 404),
+    responses=responses(401, 404, 422),
 )
 def template_detail(key: str, actor: Actor = Depends(authenticated)) -> S.TemplateOut:
     """返回模板的各阶段、可录材料、推进条件（文字说明）、状态转换、审批链与提醒设置。"""
@@ -111,7 +111,7 @@ def template_detail(key: str, actor: Actor = Depends(authenticated)) -> S.Templa
     response_class=Response,
     responses={
         200: {"content": {"image/svg+xml": {}}, "description": "SVG 图"},
-        **responses(401, 404),
+        **responses(401, 404, 422),
     },
 )
 def template_diagram(
