@@ -16,11 +16,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.security import access_of, describe_access, public
-from api.v1 import auth, campaigns, notifications, orgs, requests, runs, templates
+from api.v1 import (
+    auth,
+    campaigns,
+    notifications,
+    notify_settings,
+    orgs,
+    requests,
+    runs,
+    templates,
+)
 from states.db import get_engine
 
 API = "/api/v1"
-ROUTERS = (auth, orgs, templates, campaigns, runs, requests, notifications)
+ROUTERS = (auth, orgs, templates, campaigns, runs, requests, notifications, notify_settings)
 #: Largest request body accepted; the organisation import has its own, larger limit.
 MAX_BODY = 1024 * 1024
 MAX_UPLOAD = 11 * 1024 * 1024

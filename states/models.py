@@ -277,6 +277,10 @@ class OutboxMessage(SQLModel, table=True):
     attempts: int = Field(default=0, nullable=False)
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # Set while a relay works on the row; another relay may take it over once it has passed.
+    locked_until: datetime | None = _ts(nullable=True)
+    done_at: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, sa_type=String(500))
 
 
 class CalendarOverride(SQLModel, table=True):
@@ -355,3 +359,82 @@ class InboxItem(SQLModel, table=True):
     org_id: int | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     read_at: datetime | None = _ts(nullable=True)
+
+
+class ChannelKind(StrEnum):
+    """Organisation-level delivery channels (group robots and a generic webhook)."""
+
+    WECOM = "wecom"
+    DINGTALK = "dingtalk"
+    FEISHU = "feishu"
+    WEBHOOK = "webhook"
+
+
+class OrgChannel(SQLModel, table=True):
+    """A robot or webhook an organisation receives its notices through."""
+
+    __tablename__ = "org_channel"
+    __table_args__ = (UniqueConstraint("org_id", "kind", "url", name="uq_org_channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id", index=True, nullable=False)
+    kind: str = Field(sa_type=String(16), nullable=False)
+    # A full URL, or for robots only the key / access token / hook id (joined to the base URL).
+    url: str = Field(sa_type=String(500), nullable=False)
+    secret: str | None = Field(default=None, sa_type=String(200))
+    enabled: bool = Field(default=True, nullable=False)
+    # Quiet hours in Asia/Shanghai, "HH:MM-HH:MM" (may wrap midnight); None: none.
+    quiet_hours: str | None = Field(default=None, sa_type=String(11))
+    escalations_in_quiet: bool = Field(default=True, nullable=False)
+    paused_until: datetime | None = _ts(nullable=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class NotifyOptOut(SQLModel, table=True):
+    """A user who does not want notices through a channel (e-mail); the inbox always gets them."""
+
+    __tablename__ = "notify_optout"
+    __table_args__ = (UniqueConstraint("user_id", "channel", name="uq_notify_optout"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", nullable=False)
+    channel: str = Field(sa_type=String(16), nullable=False)
+
+
+class Delivery(SQLModel, table=True):
+    """One notice through one channel to one target, with its stable message id and result."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "channel", "target", name="uq_delivery"),
+        Index("ix_delivery_outbox_status", "outbox_id", "status"),
+        Index("ix_delivery_robot_sent", "channel", "target", "sent_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    outbox_id: int = Field(nullable=False)
+    channel: str = Field(sa_type=String(16), nullable=False)
+    # "user:12" (inbox), an e-mail address, or "org_channel:5" (robots, webhooks).
+    target: str = Field(sa_type=String(200), nullable=False)
+    message_id: str = Field(sa_type=String(64), unique=True, nullable=False)
+    status: str = Field(default="pending", sa_type=String(16), nullable=False)
+    attempts: int = Field(default=0, nullable=False)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    last_error: str | None = Field(default=None, sa_type=String(500))
+    sent_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class NoticeTemplate(SQLModel, table=True):
+    """An organisation's own wording for one kind of notice (applies to its whole subtree)."""
+
+    __tablename__ = "notice_template"
+    __table_args__ = (UniqueConstraint("org_id", "event_kind", name="uq_notice_template"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id", nullable=False)
+    event_kind: str = Field(sa_type=String(64), nullable=False)
+    source: str = Field(sa_type=String(8000), nullable=False)
+    updated_by: int | None = Field(default=None, foreign_key="app_user.id")
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -345,6 +345,7 @@ def request_advance(
         request_id=req.id,
         stage=stage_label(ctx.tpl, req.from_stage),
         to_stage=stage_label(ctx.tpl, outcome.state),
+        comment=req.comment,
     )
     return req
 

@@ -1,0 +1,289 @@
+"""Notification settings: an organisation's robots and webhooks, its own wording, opt-outs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import Field
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from api import schemas as S
+from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
+from api.errors import responses
+from api.security import authenticated, roles
+from api.v1.orgs import visible_org
+from notifications.render import EVENT_KINDS, KIND_LABELS, SAMPLE, render, validate_override
+from states import notice_settings as ns
+from states.errors import Forbidden, NotFound
+from states.models import Delivery, NoticeTemplate, Organisation, OutboxMessage, Role
+from states.orgs import subtree_filter
+from states.users import Actor
+
+router = APIRouter(prefix="/api/v1", tags=["通知设置"])
+managers = roles(Role.ORGANISER, Role.ADMIN)
+MANAGE = frozenset({Role.ORGANISER, Role.ADMIN})
+
+
+class ChannelIn(S.In):
+    id: int | None = Field(
+        default=None, ge=1, le=2_147_483_647, description="已有渠道的编号（保留未改的地址与密钥）"
+    )
+    kind: str = Field(description="wecom | dingtalk | feishu | webhook")
+    url: str | None = Field(
+        default=None,
+        max_length=500,
+        description="完整地址，或机器人的 key / access_token；不填则保留原值",
+    )
+    secret: str | None = Field(
+        default=None, max_length=200, description="签名密钥；不填则保留原值，填空字符串则清除"
+    )
+    enabled: bool = True
+    quiet_hours: str | None = Field(
+        default=None, max_length=11, description="免打扰时段 HH:MM-HH:MM（上海时间）"
+    )
+    escalations_in_quiet: bool = Field(default=True, description="免打扰时段内督办类通知仍然发送")
+
+
+class ChannelsIn(S.In):
+    channels: list[ChannelIn] = Field(max_length=20)
+
+
+class ChannelOut(S.Out):
+    id: int
+    kind: str
+    kind_label: str
+    url: str = Field(description="地址（密钥部分已遮盖）")
+    has_secret: bool
+    secret: str | None = Field(description="密钥（只显示末 4 位）")
+    enabled: bool
+    quiet_hours: str | None
+    escalations_in_quiet: bool
+    paused_until: S.LocalTime | None
+
+
+class TemplateIn(S.In):
+    source: str = Field(
+        min_length=1, max_length=8000, description="Jinja2 模板：须有 title 与 body 两个 block"
+    )
+
+
+class TemplateOut(S.Out):
+    event_kind: str
+    label: str
+    org_id: int
+    source: str | None
+    preview_title: str
+    preview_text: str
+
+
+class PrefsIn(S.In):
+    email: bool = Field(description="是否接收电子邮件通知（站内消息总会送达）")
+
+
+class PrefsOut(S.Out):
+    email: bool
+
+
+class DeliveryOut(S.Out):
+    id: int
+    outbox_id: int
+    event_kind: str
+    channel: str
+    target: str
+    message_id: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: S.LocalTime
+    sent_at: S.LocalTime | None
+
+
+def _manageable(s: Session, org_id: int, actor: Actor) -> Organisation:
+    org = visible_org(s, org_id, actor)
+    if not (actor.holds_on(org.id or 0, MANAGE) or actor.holds_above(org.path, MANAGE)):
+        raise Forbidden("只有本组织或上级的组织员、管理员可以管理通知设置")
+    return org
+
+
+def _channel_out(ch: Any) -> ChannelOut:
+    return ChannelOut(
+        id=ch.id,
+        kind=ch.kind,
+        kind_label=ns.KIND_LABELS.get(ch.kind, ch.kind),
+        url=ns.mask_url(ch.url),
+        has_secret=bool(ch.secret),
+        secret=ns.mask(ch.secret),
+        enabled=ch.enabled,
+        quiet_hours=ch.quiet_hours,
+        escalations_in_quiet=ch.escalations_in_quiet,
+        paused_until=ch.paused_until,
+    )
+
+
+@router.get(
+    "/orgs/{org_id}/channels",
+    summary="组织的通知渠道（机器人、Webhook）",
+    response_model=list[ChannelOut],
+    responses=responses(401, 403, 404, 422),
+)
+def get_channels(
+    org_id: IdPath, actor: Actor = Depends(managers), s: Session = Depends(reader)
+) -> list[ChannelOut]:
+    """地址中的 key 与签名密钥只显示末几位，不会完整返回。"""
+    org = _manageable(s, org_id, actor)
+    return [_channel_out(c) for c in ns.channels_of(s, org.id or 0)]
+
+
+@router.put(
+    "/orgs/{org_id}/channels",
+    summary="设置组织的通知渠道（整体替换）",
+    response_model=list[ChannelOut],
+    responses=responses(401, 403, 404, 409, 422),
+)
+def put_channels(
+    org_id: IdPath,
+    body: ChannelsIn,
+    request: Request,
+    actor: Actor = Depends(managers),
+    idem: Idem | None = Depends(idempotency_key),
+) -> object:
+    """列表中没有的渠道会被删除；带 id 且不填 url/secret 的渠道保留原来的地址与密钥。"""
+
+    def change(s: Session) -> list[ChannelOut]:
+        org = _manageable(s, org_id, actor)
+        specs = [ns.ChannelSpec(**c.model_dump()) for c in body.channels]
+        return [_channel_out(c) for c in ns.replace_channels(s, org, specs, actor_id=actor.user_id)]
+
+    return write(request, actor, idem, 200, change)
+
+
+def _template_out(s: Session, org: Organisation, kind: str) -> TemplateOut:
+    if kind not in EVENT_KINDS:
+        raise NotFound(f"没有这种通知：{kind}", details={"event_kind": kind})
+    row = s.execute(
+        select(NoticeTemplate).where(
+            NoticeTemplate.org_id == org.id, NoticeTemplate.event_kind == kind
+        )
+    ).scalar_one_or_none()
+    preview = render(kind, SAMPLE, override=row.source if row else None)
+    return TemplateOut(
+        event_kind=kind,
+        label=KIND_LABELS[kind],
+        org_id=org.id or 0,
+        source=row.source if row else None,
+        preview_title=preview.title,
+        preview_text=preview.text,
+    )
+
+
+@router.get(
+    "/orgs/{org_id}/notice-templates/{event_kind}",
+    summary="组织自定义的通知措辞",
+    response_model=TemplateOut,
+    responses=responses(401, 403, 404, 422),
+)
+def get_template(
+    org_id: IdPath,
+    event_kind: str,
+    actor: Actor = Depends(managers),
+    s: Session = Depends(reader),
+) -> TemplateOut:
+    """source 为空表示使用系统默认措辞；附示例数据渲染的预览。"""
+    return _template_out(s, _manageable(s, org_id, actor), event_kind)
+
+
+@router.put(
+    "/orgs/{org_id}/notice-templates/{event_kind}",
+    summary="保存组织自定义的通知措辞",
+    response_model=TemplateOut,
+    responses=responses(401, 403, 404, 409, 422),
+)
+def put_template(
+    org_id: IdPath,
+    event_kind: str,
+    body: TemplateIn,
+    request: Request,
+    actor: Actor = Depends(managers),
+    idem: Idem | None = Depends(idempotency_key),
+) -> object:
+    """保存前用示例数据试渲染（安全沙箱、严格变量、限制长度与循环）；有错返回 422 并指出行号。适用于本组织及全部下级。"""
+
+    def change(s: Session) -> TemplateOut:
+        org = _manageable(s, org_id, actor)
+        validate_override(event_kind, body.source)
+        ns.save_template(s, org, event_kind, body.source, actor_id=actor.user_id)
+        return _template_out(s, org, event_kind)
+
+    return write(request, actor, idem, 200, change)
+
+
+@router.get(
+    "/me/preferences", summary="我的通知偏好", response_model=PrefsOut, responses=responses(401)
+)
+def get_prefs(actor: Actor = Depends(authenticated), s: Session = Depends(reader)) -> PrefsOut:
+    """站内消息总会送达；可以退订电子邮件。"""
+    return PrefsOut(email=actor.user_id not in ns.opted_out(s, [actor.user_id], "email"))
+
+
+@router.put(
+    "/me/preferences",
+    summary="设置我的通知偏好",
+    response_model=PrefsOut,
+    responses=responses(401, 422),
+)
+def put_prefs(body: PrefsIn, request: Request, actor: Actor = Depends(authenticated)) -> object:
+    """关闭 email 即退订电子邮件通知。"""
+
+    def change(s: Session) -> PrefsOut:
+        ns.set_opt_out(s, actor.user_id, "email", not body.email)
+        return PrefsOut(email=body.email)
+
+    return write(request, actor, None, 200, change)
+
+
+@router.get(
+    "/orgs/{org_id}/deliveries",
+    summary="通知投递记录（含失败）",
+    response_model=S.Page[DeliveryOut],
+    responses=responses(401, 403, 404, 422),
+)
+def get_deliveries(
+    org_id: IdPath,
+    status: str | None = Query(
+        None, pattern="^(pending|sent|failed)$", description="pending | sent | failed"
+    ),
+    actor: Actor = Depends(managers),
+    s: Session = Depends(reader),
+    p: Page = Depends(page),
+) -> S.Page[DeliveryOut]:
+    """本组织及下级相关通知的投递结果，最新在前；永久失败的投递在此可见并附原因。"""
+    org = _manageable(s, org_id, actor)
+    stmt = (
+        select(Delivery, OutboxMessage.event_kind)
+        .join(OutboxMessage, col(OutboxMessage.id) == col(Delivery.outbox_id))
+        .join(Organisation, col(Organisation.id) == col(OutboxMessage.org_id))
+        .where(subtree_filter(org.path))
+    )
+    if status:
+        stmt = stmt.where(Delivery.status == status)
+    total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = s.execute(stmt.order_by(col(Delivery.id).desc()).limit(p.limit).offset(p.offset)).all()
+    items = [
+        DeliveryOut(
+            id=d.id or 0,
+            outbox_id=d.outbox_id,
+            event_kind=kind,
+            channel=d.channel,
+            target=d.target if not d.target.startswith("user:") else "站内消息",
+            message_id=d.message_id,
+            status=d.status,
+            attempts=d.attempts,
+            last_error=d.last_error,
+            next_attempt_at=d.next_attempt_at,
+            sent_at=d.sent_at,
+        )
+        for d, kind in rows
+    ]
+    return S.Page(items=items, total=int(total), limit=p.limit, offset=p.offset)

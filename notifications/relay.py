@@ -1,0 +1,525 @@
+"""The outbox relay: claim due notices, fan them out to every channel, record each result.
+
+One pass (`run_once`):
+
+1. **Claim** a batch of due outbox rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite takes
+   its write lock) and lease them for a while, so two relays never work on the same row.
+2. **Plan** in one transaction: resolve the recipients, render the notice, write the in-app
+   inbox rows (delivered right there, exactly once) and one `delivery` row per other channel and
+   target, each with a stable message id. Planning again adds nothing (unique keys).
+3. **Send** each pending delivery and record its result in its own small transaction. A relay
+   killed after sending and before recording leaves the delivery pending: once the lease runs
+   out, the next pass sends it again, with the same message id, so the receiver can drop it.
+4. **Finish**: a row with nothing pending is done (or failed, if a channel failed for good);
+   otherwise it is due again when its earliest pending delivery is.
+
+Retries back off exponentially; robots' own throttles and our per-robot rate limits defer a
+delivery without counting an attempt; a permanent failure is recorded and shown, never dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from notifications import channels
+from notifications.recipients import ESCALATIONS, resolve
+from notifications.render import Rendered, render
+from states.db import unit_of_work
+from states.models import (
+    Delivery,
+    InboxItem,
+    Organisation,
+    OrgChannel,
+    OutboxMessage,
+    Run,
+)
+from states.notice_settings import (
+    KIND_LABELS,
+    channels_of,
+    in_quiet_hours,
+    mask_url,
+    opted_out,
+    template_for,
+)
+from states.timeutil import to_local, utcnow
+
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 8
+BASE_DELAY = 60.0
+MAX_DELAY = 3600.0
+ROBOTS = frozenset({"wecom", "dingtalk", "feishu"})
+
+
+def message_id(dedupe_key: str, channel: str, target: str) -> str:
+    """The stable id of one notice through one channel to one target."""
+    digest = hashlib.sha256(f"{dedupe_key}|{channel}|{target}".encode()).hexdigest()
+    return f"dj-{digest[:32]}"
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before retry number `attempts` (1, 2, …): 1 min, 2, 4, … up to 1 hour."""
+    return min(BASE_DELAY * 2 ** max(0, attempts - 1), MAX_DELAY)
+
+
+@dataclass
+class RelayReport:
+    """What one pass did, per channel."""
+
+    claimed: int = 0
+    done: int = 0
+    failed_rows: int = 0
+    sent: Counter[str] = field(default_factory=Counter)
+    retried: Counter[str] = field(default_factory=Counter)
+    deferred: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        def fmt(c: Counter[str]) -> str:
+            return "，".join(f"{k} {v}" for k, v in sorted(c.items())) or "0"
+
+        return (
+            f"处理 {self.claimed} 条通知：完成 {self.done}，失败 {self.failed_rows}；"
+            f"已发送 {fmt(self.sent)}；稍后重试 {fmt(self.retried)}；"
+            f"延后（限流/免打扰）{fmt(self.deferred)}；永久失败 {fmt(self.failed)}"
+        )
+
+
+def _insert_ignore(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(ins(model).on_conflict_do_nothing(), rows)
+
+
+def claim(engine: Engine, *, batch: int = 100, now: datetime | None = None) -> list[OutboxMessage]:
+    """Lease up to `batch` due outbox rows to this relay."""
+    now = now or utcnow()
+    with unit_of_work(engine) as s:
+        stmt = (
+            select(OutboxMessage.id)
+            .where(
+                col(OutboxMessage.status).in_(["pending", "retry", "sending"]),
+                col(OutboxMessage.next_attempt_at) <= now,
+                or_(
+                    col(OutboxMessage.locked_until).is_(None), col(OutboxMessage.locked_until) < now
+                ),
+            )
+            .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+            .limit(batch)
+        )
+        if s.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        ids = list(s.execute(stmt).scalars())
+        if not ids:
+            return []
+        s.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(ids))
+            .values(status="sending", locked_until=now + LEASE)
+        )
+        rows = list(
+            s.execute(
+                select(OutboxMessage)
+                .where(col(OutboxMessage.id).in_(ids))
+                .order_by(col(OutboxMessage.id))
+            ).scalars()
+        )
+    return rows
+
+
+def _scope_paths(session: Session, rows: Sequence[OutboxMessage]) -> dict[int, str]:
+    """The organisation path each notice is about (its run's branch, else its target)."""
+    run_ids = sorted({r.run_id for r in rows if r.run_id})
+    by_run: dict[int, str] = {}
+    if run_ids:
+        by_run = {
+            int(i): p
+            for i, p in session.execute(
+                select(Run.id, Organisation.path)
+                .join(Organisation, col(Organisation.id) == col(Run.org_id))
+                .where(col(Run.id).in_(run_ids))
+            ).all()
+        }
+    org_ids = sorted({r.org_id for r in rows if r.org_id})
+    by_org: dict[int, str] = {}
+    if org_ids:
+        by_org = {
+            int(i): p
+            for i, p in session.execute(
+                select(Organisation.id, Organisation.path).where(col(Organisation.id).in_(org_ids))
+            ).all()
+        }
+    out = {}
+    for r in rows:
+        path = by_run.get(r.run_id or 0) or by_org.get(r.org_id or 0)
+        if path:
+            out[r.id or 0] = path
+    return out
+
+
+def plan(
+    engine: Engine,
+    rows: Sequence[OutboxMessage],
+    *,
+    now: datetime | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[int, Rendered]:
+    """Resolve, render, deliver in-app and record the other deliveries, in one transaction."""
+    now = now or utcnow()
+    email_on = channels.SmtpSettings.from_env(env) is not None
+    rendered: dict[int, Rendered] = {}
+    with unit_of_work(engine) as s:
+        audience = resolve(s, rows)
+        paths = _scope_paths(s, rows)
+        org_ids = {o for rec in audience.values() for o in rec.orgs}
+        org_channels: dict[int, list[OrgChannel]] = {}
+        if org_ids:
+            for ch in s.execute(
+                select(OrgChannel).where(
+                    col(OrgChannel.org_id).in_(sorted(org_ids)), col(OrgChannel.enabled).is_(True)
+                )
+            ).scalars():
+                org_channels.setdefault(ch.org_id, []).append(ch)
+        no_email = opted_out(
+            s, sorted({u for rec in audience.values() for u in rec.users}), "email"
+        )
+        overrides: dict[tuple[str, str], str | None] = {}
+        inbox_rows: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        for row in rows:
+            rid = row.id or 0
+            path = paths.get(rid)
+            key = (path or "", row.event_kind)
+            if path and key not in overrides:
+                overrides[key] = template_for(s, path, row.event_kind)
+            msg = render(row.event_kind, row.payload, override=overrides.get(key), env=env)
+            rendered[rid] = msg
+            rec = audience[rid]
+
+            def add(
+                channel: str, target: str, status: str = "pending", row: OutboxMessage = row
+            ) -> None:
+                deliveries.append(
+                    {
+                        "outbox_id": row.id,
+                        "channel": channel,
+                        "target": target,
+                        "message_id": message_id(row.dedupe_key, channel, target),
+                        "status": status,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "sent_at": now if status == "sent" else None,
+                        "created_at": now,
+                    }
+                )
+
+            for uid in rec.user_ids():
+                inbox_rows.append(
+                    {
+                        "user_id": uid,
+                        "outbox_id": rid,
+                        "kind": row.event_kind,
+                        "title": msg.title[:200],
+                        "body": msg.text[:4000],
+                        "run_id": row.run_id,
+                        "org_id": row.org_id,
+                        "created_at": now,
+                    }
+                )
+                add("inapp", f"user:{uid}", "sent")
+            if email_on:
+                for addr in sorted(
+                    {
+                        p.email.strip().lower()
+                        for p in rec.users.values()
+                        if p.email and p.user_id not in no_email
+                    }
+                ):
+                    add("email", addr)
+            for org_id in sorted(rec.orgs):
+                for ch in org_channels.get(org_id, []):
+                    add(ch.kind, f"org_channel:{ch.id}")
+        _insert_ignore(s, InboxItem, inbox_rows)
+        _insert_ignore(s, Delivery, deliveries)
+    return rendered
+
+
+def _robot_wait(session: Session, ch: OrgChannel, now: datetime) -> datetime | None:
+    """When this robot may take the next message, if not now (paused or at its rate limit)."""
+    if ch.paused_until is not None and ch.paused_until > now:
+        return ch.paused_until
+    limit, window = channels.LIMITS.get(ch.kind, (0, 0.0))
+    if not limit:
+        return None
+    since = now - timedelta(seconds=window)
+    sent = list(
+        session.execute(
+            select(Delivery.sent_at)
+            .where(
+                Delivery.channel == ch.kind,
+                Delivery.target == f"org_channel:{ch.id}",
+                col(Delivery.sent_at) > since,
+            )
+            .order_by(col(Delivery.sent_at))
+        ).scalars()
+    )
+    if len(sent) < limit:
+        return None
+    oldest = sent[len(sent) - limit]
+    assert oldest is not None
+    return oldest + timedelta(seconds=window)
+
+
+def _send(
+    d: Delivery, ch: OrgChannel | None, msg: channels.Message, env: Mapping[str, str] | None
+) -> channels.Result:
+    if d.channel == "email":
+        settings = channels.SmtpSettings.from_env(env)
+        if settings is None:
+            return channels.Result(ok=False, permanent=True, detail="SMTP is not configured")
+        return channels.send_email(msg, d.target, settings)
+    if ch is None:
+        return channels.Result(ok=False, permanent=True, detail="channel was removed")
+    if d.channel == "webhook":
+        return channels.send_webhook(msg, ch.url, ch.secret)
+    if d.channel == "wecom":
+        return channels.send_wecom(msg, ch.url, env=env)
+    if d.channel == "dingtalk":
+        return channels.send_dingtalk(msg, ch.url, ch.secret, env=env)
+    if d.channel == "feishu":
+        return channels.send_feishu(msg, ch.url, ch.secret, env=env)
+    return channels.Result(ok=False, permanent=True, detail=f"unknown channel {d.channel}")
+
+
+def deliver(
+    engine: Engine,
+    rows: Sequence[OutboxMessage],
+    rendered: Mapping[int, Rendered],
+    report: RelayReport,
+    *,
+    now: datetime | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Send every due pending delivery of `rows`; record each result at once."""
+    now = now or utcnow()
+    by_id = {r.id: r for r in rows}
+    with unit_of_work(engine) as s:
+        pending = list(
+            s.execute(
+                select(Delivery)
+                .where(
+                    col(Delivery.outbox_id).in_(list(by_id)),
+                    Delivery.status == "pending",
+                    col(Delivery.next_attempt_at) <= now,
+                )
+                .order_by(col(Delivery.id))
+            ).scalars()
+        )
+    for d in pending:
+        row = by_id[d.outbox_id]
+        r = rendered.get(d.outbox_id)
+        if r is None:
+            continue
+        ch: OrgChannel | None = None
+        with unit_of_work(engine) as s:
+            if d.target.startswith("org_channel:"):
+                ch = s.get(OrgChannel, int(d.target.split(":", 1)[1]))
+            if ch is not None and d.channel in ROBOTS:
+                wait = _robot_wait(s, ch, now)
+                quiet_end = in_quiet_hours(ch.quiet_hours, to_local(now))
+                if quiet_end is not None and not (
+                    row.event_kind in ESCALATIONS and ch.escalations_in_quiet
+                ):
+                    wait = max(wait or quiet_end, quiet_end)
+                if wait is not None:
+                    s.execute(
+                        update(Delivery)
+                        .where(col(Delivery.id) == d.id)
+                        .values(next_attempt_at=wait)
+                    )
+                    report.deferred[d.channel] += 1
+                    continue
+        msg = channels.Message(
+            id=d.message_id,
+            event_kind=row.event_kind,
+            title=r.title,
+            text=r.text,
+            html=r.html,
+            markdown=r.markdown,
+            link=r.link,
+        )
+        result = _send(d, ch, msg, env)
+        _record(engine, d, ch, result, report, utcnow() if now is None else now)
+
+
+def _record(
+    engine: Engine,
+    d: Delivery,
+    ch: OrgChannel | None,
+    result: channels.Result,
+    report: RelayReport,
+    now: datetime,
+) -> None:
+    attempts = d.attempts + 1
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "last_error": (result.detail or None) and result.detail[:500],
+    }
+    if result.ok:
+        values.update(status="sent", sent_at=now, last_error=None)
+        report.sent[d.channel] += 1
+    elif result.permanent or attempts >= MAX_ATTEMPTS:
+        values.update(status="failed")
+        report.failed[d.channel] += 1
+    else:
+        delay = max(result.retry_after or 0.0, backoff(attempts))
+        values.update(next_attempt_at=now + timedelta(seconds=delay))
+        report.retried[d.channel] += 1
+    with unit_of_work(engine) as s:
+        s.execute(update(Delivery).where(col(Delivery.id) == d.id).values(**values))
+        if ch is not None and result.robot_pause:
+            s.execute(
+                update(OrgChannel)
+                .where(col(OrgChannel.id) == ch.id)
+                .values(paused_until=now + timedelta(seconds=result.robot_pause))
+            )
+
+
+def finish(
+    engine: Engine,
+    rows: Sequence[OutboxMessage],
+    report: RelayReport,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Close each row whose deliveries are all settled; reschedule the others."""
+    now = now or utcnow()
+    ids = [r.id for r in rows]
+    with unit_of_work(engine) as s:
+        stats = s.execute(
+            select(
+                Delivery.outbox_id,
+                Delivery.status,
+                func.count(),
+                func.min(Delivery.next_attempt_at),
+                func.max(Delivery.last_error),
+            )
+            .where(col(Delivery.outbox_id).in_(ids))
+            .group_by(Delivery.outbox_id, Delivery.status)
+        ).all()
+        per: dict[int, dict[str, tuple[int, datetime | None, str | None]]] = {}
+        for oid, status, n, first_due, err in stats:
+            per.setdefault(int(oid), {})[status] = (int(n), first_due, err)
+        for row in rows:
+            st = per.get(row.id or 0, {})
+            if "pending" in st:
+                values: dict[str, Any] = {
+                    "status": "retry",
+                    "next_attempt_at": st["pending"][1] or now,
+                    "locked_until": None,
+                    "attempts": row.attempts + 1,
+                }
+            elif "failed" in st:
+                values = {
+                    "status": "failed",
+                    "done_at": now,
+                    "locked_until": None,
+                    "last_error": (st["failed"][2] or "delivery failed")[:500],
+                }
+                report.failed_rows += 1
+            else:
+                values = {
+                    "status": "done",
+                    "done_at": now,
+                    "locked_until": None,
+                    "last_error": None,
+                }
+                report.done += 1
+            s.execute(update(OutboxMessage).where(col(OutboxMessage.id) == row.id).values(**values))
+
+
+def run_once(
+    engine: Engine,
+    *,
+    batch: int = 100,
+    now: datetime | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RelayReport:
+    """One pass of the relay over at most `batch` due notices."""
+    env = os.environ if env is None else env
+    report = RelayReport()
+    rows = claim(engine, batch=batch, now=now)
+    report.claimed = len(rows)
+    if not rows:
+        return report
+    rendered = plan(engine, rows, now=now, env=env)
+    deliver(engine, rows, rendered, report, now=now, env=env)
+    finish(engine, rows, report, now=now)
+    return report
+
+
+def drain(
+    engine: Engine,
+    *,
+    batch: int = 100,
+    now: datetime | None = None,
+    env: Mapping[str, str] | None = None,
+    max_passes: int = 1000,
+) -> RelayReport:
+    """Run passes until nothing is due; return the combined report."""
+    total = RelayReport()
+    for _ in range(max_passes):
+        r = run_once(engine, batch=batch, now=now, env=env)
+        if r.claimed == 0:
+            break
+        total.claimed += r.claimed
+        total.done += r.done
+        total.failed_rows += r.failed_rows
+        for name in ("sent", "retried", "deferred", "failed"):
+            getattr(total, name).update(getattr(r, name))
+    return total
+
+
+def send_test(
+    engine: Engine, org: Organisation, *, env: Mapping[str, str] | None = None
+) -> list[tuple[str, channels.Result]]:
+    """Send a test notice through each enabled channel of `org` now; return (label, result)."""
+    env = os.environ if env is None else env
+    with unit_of_work(engine) as s:
+        chans = [c for c in channels_of(s, org.id or 0) if c.enabled]
+    now = utcnow()
+    payload = {
+        "org_name": org.name,
+        "org_code": org.code,
+        "sent_at": to_local(now).strftime("%Y-%m-%d %H:%M"),
+    }
+    r = render("test", payload, env=env)
+    out = []
+    for ch in chans:
+        target = f"org_channel:{ch.id}"
+        msg = channels.Message(
+            id=message_id(f"test:{now.isoformat()}", ch.kind, target),
+            event_kind="test",
+            title=r.title,
+            text=r.text,
+            html=r.html,
+            markdown=r.markdown,
+            link=r.link,
+        )
+        d = Delivery(outbox_id=0, channel=ch.kind, target=target, message_id=msg.id)
+        label = f"#{ch.id} {KIND_LABELS.get(ch.kind, ch.kind)} {mask_url(ch.url)}"
+        out.append((label, _send(d, ch, msg, env)))
+    return out

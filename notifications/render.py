@@ -1,0 +1,301 @@
+"""Rendering notices from Jinja2 templates: one file per event kind, in Chinese.
+
+A template defines the blocks `title` and `body` (one sentence per line); the text, HTML and
+robot-markdown variants are composed from them unless the template defines its own `text`,
+`html` or `markdown` block. An organiser's override has the same blocks and renders in an
+immutable sandbox with strict undefined, plain data only, and limits on size and loops.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    nodes,
+)
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from states.errors import InvalidInput
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+MAX_SOURCE = 8000
+MAX_OUTPUT = 20_000
+MAX_RANGE = 500
+MAX_LOOP_DEPTH = 2
+
+KIND_LABELS = {
+    "request_submitted": "待审批的推进申请",
+    "extension_requested": "待审批的延期申请",
+    "request_withdrawn": "申请已撤回",
+    "request_approved": "申请已通过",
+    "request_returned": "申请被退回",
+    "extension_granted": "延期已批准",
+    "run_sent_back": "进程被退回",
+    "reminder": "截止提醒",
+    "overdue": "逾期与督办",
+    "approval_sla": "审批超时",
+    "bulletin": "简报",
+    "campaign_launched": "活动已发起",
+    "test": "测试消息",
+}
+EVENT_KINDS = tuple(KIND_LABELS)
+
+#: Every field a template may use, with its value when a notice does not carry it.
+DEFAULTS: dict[str, Any] = {
+    "org_name": "",
+    "org_code": "",
+    "campaign": "",
+    "campaign_id": None,
+    "run_id": None,
+    "request_id": None,
+    "stage": "",
+    "to_stage": "",
+    "kind": "advance",
+    "comment": None,
+    "opinion": None,
+    "reason": None,
+    "deadline": None,
+    "new_deadline": None,
+    "days_left": None,
+    "days_overdue": None,
+    "unmet": None,
+    "level": 0,
+    "waiting_days": None,
+    "approver_name": "",
+    "period": "",
+    "total": 0,
+    "done": 0,
+    "percent_done": 0,
+    "overdue": 0,
+    "waiting": 0,
+    "stages": [],
+    "notice_list": [],
+    "name": "",
+    "runs": 0,
+    "sent_at": "",
+    "link": None,
+}
+
+#: Sample data for validating an override and for previews.
+SAMPLE: dict[str, Any] = {
+    **DEFAULTS,
+    "org_name": "内科第一党支部",
+    "org_code": "H1-G1-S1",
+    "campaign": "创先争优（示例）",
+    "campaign_id": 1,
+    "run_id": 1,
+    "request_id": 7,
+    "stage": "宣传发动",
+    "to_stage": "公开承诺",
+    "comment": "已召开动员大会",
+    "opinion": "同意",
+    "reason": "会议记录不完整",
+    "deadline": "2026-12-31 23:59",
+    "new_deadline": "2027-01-15 23:59",
+    "days_left": 3,
+    "days_overdue": 2,
+    "unmet": "动员大会（0/1）",
+    "level": 2,
+    "waiting_days": 4,
+    "approver_name": "内科党总支",
+    "period": "第 48 周",
+    "total": 50,
+    "done": 12,
+    "percent_done": 24.0,
+    "overdue": 5,
+    "waiting": 3,
+    "stages": [{"name": "宣传发动", "runs": 10}, {"name": "公开承诺", "runs": 28}],
+    "notice_list": ["外科第二党支部", "机关第三党支部"],
+    "name": "创先争优（示例）",
+    "runs": 50,
+    "sent_at": "2026-11-23 09:00",
+    "link": "http://127.0.0.1:8000/runs/1",
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    title: str
+    text: str
+    html: str
+    markdown: str
+    link: str | None
+
+
+def base_url(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("DANGJIAN_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+def link_for(
+    event_kind: str, payload: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> str:
+    """The page a notice points to (the run, the approval inbox or the campaign)."""
+    root = base_url(env)
+    if event_kind in ("request_submitted", "extension_requested", "approval_sla"):
+        return f"{root}/approvals"
+    if payload.get("run_id"):
+        return f"{root}/runs/{payload['run_id']}"
+    if payload.get("campaign_id"):
+        return f"{root}/campaigns/{payload['campaign_id']}"
+    return f"{root}/"
+
+
+def _plain_env(**kw: Any) -> Environment:
+    return Environment(undefined=StrictUndefined, keep_trailing_newline=False, **kw)
+
+
+_PLAIN = _plain_env(loader=FileSystemLoader(TEMPLATES), autoescape=False)
+_HTML = _plain_env(loader=FileSystemLoader(TEMPLATES), autoescape=True)
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """No dunders, no mutation, no `**`, no huge repeats, small ranges."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, autoescape: bool) -> None:
+        super().__init__(loader=BaseLoader(), undefined=StrictUndefined, autoescape=autoescape)
+        self.globals = {"range": _small_range}
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            raise SecurityError("模板中不允许乘方运算")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(n, int)
+                if sized and len(seq) * n > MAX_OUTPUT:
+                    raise SecurityError("模板生成的内容过长")
+        return super().call_binop(context, operator, left, right)
+
+
+def _small_range(*args: int) -> range:
+    r = range(*args)
+    if len(r) > MAX_RANGE:
+        raise SecurityError(f"range 最多 {MAX_RANGE} 项")
+    return r
+
+
+_SANDBOX_PLAIN = _Sandbox(autoescape=False)
+_SANDBOX_HTML = _Sandbox(autoescape=True)
+
+
+def _context(payload: Mapping[str, Any], link: str | None) -> dict[str, Any]:
+    ctx = dict(DEFAULTS)
+    for key, value in payload.items():
+        if isinstance(value, str | int | float | bool | list | dict) or value is None:
+            ctx[key] = value
+    ctx["link"] = link
+    return ctx
+
+
+def _block(tpl: Template, name: str, ctx: dict[str, Any]) -> str | None:
+    render = tpl.blocks.get(name)
+    if render is None:
+        return None
+    out: list[str] = []
+    size = 0
+    for piece in render(tpl.new_context(ctx)):
+        size += len(piece)
+        if size > MAX_OUTPUT:
+            raise SecurityError("模板生成的内容过长")
+        out.append(piece)
+    return "".join(out)
+
+
+def _lines(body: str) -> list[str]:
+    return [ln.strip() for ln in body.splitlines() if ln.strip()]
+
+
+def _compose(plain: Template, html_tpl: Template, ctx: dict[str, Any]) -> Rendered:
+    title = " ".join(_lines(_block(plain, "title", ctx) or ""))
+    body = _lines(_block(plain, "body", ctx) or "")
+    link = ctx.get("link")
+    more = f"查看详情：{link}" if link else ""
+    text = _block(plain, "text", ctx) or "\n".join([*body, *(["", more] if more else [])])
+    html = _block(html_tpl, "html", ctx) or (
+        f"<h3>{html_lib.escape(title)}</h3>"
+        + "".join(f"<p>{html_lib.escape(ln)}</p>" for ln in body)
+        + (f'<p><a href="{html_lib.escape(link)}">查看详情</a></p>' if link else "")
+    )
+    markdown = _block(plain, "markdown", ctx) or (
+        f"### {title}\n\n" + "\n\n".join(body) + (f"\n\n[查看详情]({link})" if link else "")
+    )
+    return Rendered(title, text.strip(), html, markdown.strip(), link)
+
+
+def _template_name(event_kind: str) -> str:
+    return f"{event_kind}.j2" if event_kind in KIND_LABELS else "test.j2"
+
+
+def render(
+    event_kind: str,
+    payload: Mapping[str, Any],
+    *,
+    override: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Rendered:
+    """Render a notice; a broken override falls back to the built-in wording."""
+    ctx = _context(payload, link_for(event_kind, payload, env))
+    if override is not None:
+        try:
+            return _compose(
+                _SANDBOX_PLAIN.from_string(override), _SANDBOX_HTML.from_string(override), ctx
+            )
+        except (TemplateError, SecurityError, TypeError, ValueError):
+            pass
+    name = _template_name(event_kind)
+    return _compose(_PLAIN.get_template(name), _HTML.get_template(name), ctx)
+
+
+def _loop_depth(node: nodes.Node, depth: int = 0) -> Iterator[int]:
+    for child in node.iter_child_nodes():
+        d = depth + 1 if isinstance(child, nodes.For) else depth
+        yield d
+        yield from _loop_depth(child, d)
+
+
+def validate_override(event_kind: str, source: str) -> Rendered:
+    """Check an override by rendering the sample data; raise InvalidInput saying what is wrong."""
+    if event_kind not in KIND_LABELS:
+        raise InvalidInput(
+            f"未知的通知类型：{event_kind}（可选：{'、'.join(KIND_LABELS)}）",
+            details=[{"field": "event_kind"}],
+        )
+    if len(source) > MAX_SOURCE:
+        raise InvalidInput(f"模板过长（最多 {MAX_SOURCE} 字）", details=[{"field": "source"}])
+    try:
+        parsed = _SANDBOX_PLAIN.parse(source)
+        if max(_loop_depth(parsed), default=0) > MAX_LOOP_DEPTH:
+            raise SecurityError(f"循环最多嵌套 {MAX_LOOP_DEPTH} 层")
+        plain = _SANDBOX_PLAIN.from_string(source)
+        if "title" not in plain.blocks or "body" not in plain.blocks:
+            raise InvalidInput(
+                "模板须定义 {% block title %} 和 {% block body %}", details=[{"field": "source"}]
+            )
+        ctx = _context(SAMPLE, SAMPLE["link"])
+        out = _compose(plain, _SANDBOX_HTML.from_string(source), ctx)
+    except InvalidInput:
+        raise
+    except TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        where = f"第 {line} 行：" if line else ""
+        raise InvalidInput(
+            f"模板有误：{where}{exc.message or exc}", details=[{"field": "source", "line": line}]
+        ) from exc
+    except (SecurityError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"模板不安全或有误：{exc}", details=[{"field": "source"}]) from exc
+    if not out.title:
+        raise InvalidInput("模板渲染出的标题为空", details=[{"field": "source"}])
+    return out

@@ -1,0 +1,272 @@
+"""Where an organisation's notices go (robots, webhooks), who opted out, and its own wording."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from states import audit
+from states.errors import InvalidInput, NotFound
+from states.models import ChannelKind, NoticeTemplate, NotifyOptOut, Organisation, OrgChannel
+from states.timeutil import utcnow
+
+QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+KINDS = tuple(k.value for k in ChannelKind)
+KIND_LABELS = {
+    "wecom": "企业微信群机器人",
+    "dingtalk": "钉钉群机器人",
+    "feishu": "飞书群机器人",
+    "webhook": "Webhook",
+}
+OPT_OUT_CHANNELS = ("email",)
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """A channel as given by a person; `url`/`secret` None keep the stored ones (by `id`)."""
+
+    kind: str
+    url: str | None = None
+    secret: str | None = None
+    enabled: bool = True
+    quiet_hours: str | None = None
+    escalations_in_quiet: bool = True
+    id: int | None = None
+
+
+def mask(value: str | None, keep: int = 4) -> str | None:
+    """Show only the last `keep` characters of a secret."""
+    if not value:
+        return None
+    return "*" * max(4, len(value) - keep) + value[-keep:] if len(value) > keep else "****"
+
+
+def mask_url(url: str) -> str:
+    """Hide the key-like parts of a robot URL: query values and long path segments."""
+    if not url.startswith(("http://", "https://")):
+        return mask(url) or ""
+    parts = urlsplit(url)
+    query = urlencode([(k, mask(v) or "") for k, v in parse_qsl(parts.query)], safe="*")
+    segments = [mask(seg) if len(seg) >= 16 else seg for seg in parts.path.split("/")]
+    return urlunsplit((parts.scheme, parts.netloc, "/".join(s or "" for s in segments), query, ""))
+
+
+def _check(spec: ChannelSpec, index: int) -> None:
+    where = f"channels.{index}"
+    if spec.kind not in KINDS:
+        raise InvalidInput(
+            f"未知的渠道类型：{spec.kind}（可选：{'、'.join(KINDS)}）",
+            details=[{"field": f"{where}.kind"}],
+        )
+    if spec.url is not None:
+        url = spec.url.strip()
+        if not url:
+            raise InvalidInput("地址不能为空", details=[{"field": f"{where}.url"}])
+        is_http = url.startswith(("http://", "https://"))
+        if spec.kind == ChannelKind.WEBHOOK and not is_http:
+            raise InvalidInput(
+                "Webhook 地址须以 http:// 或 https:// 开头", details=[{"field": f"{where}.url"}]
+            )
+        if not is_http and not re.fullmatch(r"[A-Za-z0-9_\-]{8,200}", url):
+            raise InvalidInput(
+                "机器人地址须为完整网址，或仅为其 key / access_token",
+                details=[{"field": f"{where}.url"}],
+            )
+    if spec.quiet_hours is not None and spec.quiet_hours and not QUIET.match(spec.quiet_hours):
+        raise InvalidInput(
+            "免打扰时段格式为 HH:MM-HH:MM，如 22:00-07:30",
+            details=[{"field": f"{where}.quiet_hours"}],
+        )
+
+
+def channels_of(session: Session, org_id: int) -> list[OrgChannel]:
+    return list(
+        session.execute(
+            select(OrgChannel).where(OrgChannel.org_id == org_id).order_by(col(OrgChannel.id))
+        ).scalars()
+    )
+
+
+def add_channel(
+    session: Session, org: Organisation, spec: ChannelSpec, *, actor_id: int | None = None
+) -> OrgChannel:
+    """Add (or update, by kind and URL) one channel of an organisation."""
+    _check(spec, 0)
+    if spec.url is None:
+        raise InvalidInput("请填写地址", details=[{"field": "url"}])
+    url = spec.url.strip()
+    existing = session.execute(
+        select(OrgChannel).where(
+            OrgChannel.org_id == org.id, OrgChannel.kind == spec.kind, OrgChannel.url == url
+        )
+    ).scalar_one_or_none()
+    ch = existing or OrgChannel(org_id=org.id or 0, kind=spec.kind, url=url)
+    if spec.secret is not None:
+        ch.secret = spec.secret.strip() or None
+    ch.enabled = spec.enabled
+    ch.quiet_hours = spec.quiet_hours or None
+    ch.escalations_in_quiet = spec.escalations_in_quiet
+    ch.updated_at = utcnow()
+    session.add(ch)
+    session.flush()
+    audit.append(
+        session,
+        stream="org",
+        action="channel.saved",
+        actor_id=actor_id,
+        data={"org": org.code, "kind": spec.kind, "channel_id": ch.id},
+    )
+    return ch
+
+
+def replace_channels(
+    session: Session,
+    org: Organisation,
+    specs: Sequence[ChannelSpec],
+    *,
+    actor_id: int | None = None,
+) -> list[OrgChannel]:
+    """Make the organisation's channels exactly `specs`; an entry with an `id` and no url/secret
+    keeps the stored (unshown) values."""
+    current = {c.id: c for c in channels_of(session, org.id or 0)}
+    for i, spec in enumerate(specs):
+        _check(spec, i)
+        if spec.id is not None and spec.id not in current:
+            raise NotFound(f"渠道 #{spec.id} 不属于该组织", details=[{"field": f"channels.{i}.id"}])
+        if spec.id is None and spec.url is None:
+            raise InvalidInput("新渠道须填写地址", details=[{"field": f"channels.{i}.url"}])
+    kept: set[int] = set()
+    for spec in specs:
+        ch = (
+            current[spec.id]
+            if spec.id is not None
+            else OrgChannel(org_id=org.id or 0, kind=spec.kind, url="")
+        )
+        ch.kind = spec.kind
+        if spec.url is not None:
+            ch.url = spec.url.strip()
+        if spec.secret is not None:
+            ch.secret = spec.secret.strip() or None
+        ch.enabled = spec.enabled
+        ch.quiet_hours = spec.quiet_hours or None
+        ch.escalations_in_quiet = spec.escalations_in_quiet
+        ch.updated_at = utcnow()
+        session.add(ch)
+        session.flush()
+        kept.add(ch.id or 0)
+    gone = [cid for cid in current if cid not in kept]
+    if gone:
+        session.execute(delete(OrgChannel).where(col(OrgChannel.id).in_(gone)))
+    audit.append(
+        session,
+        stream="org",
+        action="channels.replaced",
+        actor_id=actor_id,
+        data={"org": org.code, "kept": sorted(kept), "removed": sorted(c for c in gone if c)},
+    )
+    return channels_of(session, org.id or 0)
+
+
+def in_quiet_hours(quiet: str | None, local: datetime) -> datetime | None:
+    """If `local` (Asia/Shanghai) falls in the quiet window, return when it ends; else None."""
+    if not quiet:
+        return None
+    m = QUIET.match(quiet)
+    if m is None:
+        return None
+    start = int(m[1]) * 60 + int(m[2])
+    end = int(m[3]) * 60 + int(m[4])
+    now = local.hour * 60 + local.minute
+    inside = start <= now < end if start < end else (now >= start or now < end)
+    if not inside:
+        return None
+    minutes_left = (end - now) % (24 * 60)
+    return (local + timedelta(minutes=minutes_left)).replace(second=0, microsecond=0)
+
+
+def set_opt_out(session: Session, user_id: int, channel: str, opted_out: bool) -> None:
+    if channel not in OPT_OUT_CHANNELS:
+        raise InvalidInput(
+            f"只能退订：{'、'.join(OPT_OUT_CHANNELS)}（站内消息总会送达）",
+            details=[{"field": "channel"}],
+        )
+    row = session.execute(
+        select(NotifyOptOut).where(NotifyOptOut.user_id == user_id, NotifyOptOut.channel == channel)
+    ).scalar_one_or_none()
+    if opted_out and row is None:
+        session.add(NotifyOptOut(user_id=user_id, channel=channel))
+    elif not opted_out and row is not None:
+        session.delete(row)
+    session.flush()
+
+
+def opted_out(session: Session, user_ids: Sequence[int], channel: str) -> set[int]:
+    if not user_ids:
+        return set()
+    return set(
+        session.execute(
+            select(NotifyOptOut.user_id).where(
+                col(NotifyOptOut.user_id).in_(sorted(set(user_ids))),
+                NotifyOptOut.channel == channel,
+            )
+        ).scalars()
+    )
+
+
+def save_template(
+    session: Session,
+    org: Organisation,
+    event_kind: str,
+    source: str,
+    *,
+    actor_id: int | None = None,
+) -> NoticeTemplate:
+    """Store an organisation's wording for one kind (the caller validated it by rendering)."""
+    row = session.execute(
+        select(NoticeTemplate).where(
+            NoticeTemplate.org_id == org.id, NoticeTemplate.event_kind == event_kind
+        )
+    ).scalar_one_or_none()
+    row = row or NoticeTemplate(org_id=org.id or 0, event_kind=event_kind, source=source)
+    row.source = source
+    row.updated_by = actor_id
+    row.updated_at = utcnow()
+    session.add(row)
+    session.flush()
+    audit.append(
+        session,
+        stream="org",
+        action="notice_template.saved",
+        actor_id=actor_id,
+        data={"org": org.code, "event_kind": event_kind},
+    )
+    return row
+
+
+def delete_template(session: Session, org: Organisation, event_kind: str) -> bool:
+    result = session.execute(
+        delete(NoticeTemplate).where(
+            col(NoticeTemplate.org_id) == org.id, col(NoticeTemplate.event_kind) == event_kind
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def template_for(session: Session, org_path: str, event_kind: str) -> str | None:
+    """The nearest override (the organisation itself, then its ancestors) for `event_kind`."""
+    codes = [c for c in org_path.split("/") if c]
+    paths = ["/" + "/".join(codes[:i]) + "/" for i in range(1, len(codes) + 1)]
+    row = session.execute(
+        select(NoticeTemplate.source)
+        .join(Organisation, col(Organisation.id) == col(NoticeTemplate.org_id))
+        .where(NoticeTemplate.event_kind == event_kind, col(Organisation.path).in_(paths))
+        .order_by(col(Organisation.depth).desc())
+        .limit(1)
+    ).first()
+    return row[0] if row else None
