@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html as html_lib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from jinja2 import (
     StrictUndefined,
     Template,
     TemplateError,
+    UndefinedError,
     nodes,
 )
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
@@ -288,14 +290,23 @@ def validate_override(event_kind: str, source: str) -> Rendered:
         out = _compose(plain, _SANDBOX_HTML.from_string(source), ctx)
     except InvalidInput:
         raise
+    except SecurityError as exc:
+        raise InvalidInput(f"模板不安全：{exc}", details=[{"field": "source"}]) from exc
+    except UndefinedError as exc:
+        name = re.search(r"'([^']+)' is undefined", str(exc))
+        known = "、".join(sorted(k for k in DEFAULTS if k != "link"))
+        what = f"未知的字段 {name[1]}" if name else str(exc)
+        raise InvalidInput(
+            f"模板有误：{what}（可用的字段：{known}）", details=[{"field": "source"}]
+        ) from exc
     except TemplateError as exc:
         line = getattr(exc, "lineno", None)
         where = f"第 {line} 行：" if line else ""
         raise InvalidInput(
             f"模板有误：{where}{exc.message or exc}", details=[{"field": "source", "line": line}]
         ) from exc
-    except (SecurityError, TypeError, ValueError) as exc:
-        raise InvalidInput(f"模板不安全或有误：{exc}", details=[{"field": "source"}]) from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"模板有误：{exc}", details=[{"field": "source"}]) from exc
     if not out.title:
         raise InvalidInput("模板渲染出的标题为空", details=[{"field": "source"}])
     return out

@@ -66,6 +66,7 @@ def _objects(w: World) -> dict[str, Any]:
         "run_id": run_id,
         "request_id": req.id,
         "notification_id": note_id,
+        "event_kind": "reminder",
     }
 
 
@@ -82,6 +83,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/requests/{request_id}/return"): {"reason": "材料不全"},
     ("POST", "/api/v1/requests/{request_id}/withdraw"): {},
     ("POST", "/api/v1/notifications/{notification_id}/read"): {},
+    ("PUT", "/api/v1/orgs/{org_id}/channels"): {
+        "channels": [{"kind": "webhook", "url": "http://127.0.0.1:9/hook"}]
+    },
+    ("PUT", "/api/v1/orgs/{org_id}/notice-templates/{event_kind}"): {
+        "source": "{% block title %}T{% endblock %}{% block body %}B{% endblock %}"
+    },
 }
 
 
@@ -108,7 +115,7 @@ def test_sibling_subtree_gets_404_on_every_route_with_an_id(world: World) -> Non
         url = route.path.format(**{p: ids[p] for p in params})
         for method in sorted(route.methods):
             kwargs: dict[str, Any] = {}
-            if method == "POST":
+            if method in ("POST", "PUT"):
                 body = BODIES.get((method, route.path))
                 assert body is not None, f"no sample body for {method} {route.path}"
                 kwargs = {"json": body, "headers": {"Idempotency-Key": f"k-{route.path}"}}

@@ -1,0 +1,677 @@
+"""Delivery of one notification through one channel: e-mail, signed webhook, chat robots.
+
+Every `send_*` function makes one attempt and returns a `Result`; it never raises for network or
+protocol errors. `Result.permanent` says the same request will never succeed (bad key, bad
+signature, rejected address); otherwise the caller may retry, after `retry_after` seconds when
+given, and sends nothing more to the same robot for `robot_pause` seconds when given.
+
+Protocol facts (limits, signatures, error codes) are in shared/DESIGN-NOTES.md, "Chat robots".
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import hmac
+import json
+import os
+import smtplib
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "BASES",
+    "BURST_LIMITS",
+    "HTTP_TIMEOUT",
+    "LIMITS",
+    "MAX_BODY",
+    "MAX_MARKDOWN",
+    "Message",
+    "Result",
+    "SmtpSettings",
+    "dingtalk_sign",
+    "feishu_sign",
+    "robot_base",
+    "robot_url",
+    "send_dingtalk",
+    "send_email",
+    "send_feishu",
+    "send_webhook",
+    "send_wecom",
+    "truncate",
+    "webhook_signature",
+]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One rendered notification, the same on every retry."""
+
+    id: str
+    event_kind: str
+    title: str
+    text: str
+    html: str
+    markdown: str
+    link: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one delivery attempt."""
+
+    ok: bool
+    permanent: bool = False
+    retry_after: float | None = None
+    detail: str = ""
+    robot_pause: float | None = None
+
+
+def _ok(detail: str = "") -> Result:
+    return Result(ok=True, detail=detail)
+
+
+def _transient(detail: str, retry_after: float | None = None) -> Result:
+    return Result(ok=False, permanent=False, retry_after=retry_after, detail=detail)
+
+
+def _permanent(detail: str) -> Result:
+    return Result(ok=False, permanent=True, detail=detail)
+
+
+def _throttled(detail: str, seconds: float) -> Result:
+    return Result(ok=False, retry_after=seconds, robot_pause=seconds, detail=detail)
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits
+
+BASES: dict[str, str] = {
+    "wecom": "https://qyapi.weixin.qq.com",
+    "dingtalk": "https://oapi.dingtalk.com",
+    "feishu": "https://open.feishu.cn",
+}
+
+# Messages per window (seconds) per robot.
+LIMITS: dict[str, tuple[int, float]] = {
+    "wecom": (20, 60.0),
+    "dingtalk": (20, 60.0),
+    "feishu": (100, 60.0),
+}
+# Feishu also allows at most 5 messages a second per robot.
+BURST_LIMITS: dict[str, tuple[int, float]] = {"feishu": (5, 1.0)}
+
+# Largest markdown (Feishu: plain text) per message, in UTF-8 bytes, footer included.
+# WeCom rejects markdown.content over 4096 bytes (errcode 40058). DingTalk documents no limit on
+# the markdown text itself, only on the request: "body 大小不合法;请保持大小在 20000bytes 以内";
+# Feishu caps the request body at 20 KB. Both keep 2,000 bytes for the title and the JSON, and
+# `MAX_BODY` is enforced on the encoded body as well.
+MAX_MARKDOWN: dict[str, int] = {"wecom": 4096, "dingtalk": 18000, "feishu": 18000}
+MAX_BODY: dict[str, int] = {"dingtalk": 20000, "feishu": 20000}
+
+# Seconds to wait after a throttle answer: WeCom 45009 is per minute; DingTalk 130101 blocks the
+# robot for 10 minutes; Feishu 9499/11232 is per minute.
+WECOM_THROTTLE = 60.0
+DINGTALK_THROTTLE = 600.0
+FEISHU_THROTTLE = 60.0
+
+# Read by every call that makes its own client (tests shorten it).
+HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+MAX_RESPONSE = 64 * 1024  # bytes of a response body that are read; the rest is ignored
+USER_AGENT = "dangjian-flow"
+
+TRUNCATION_MARK = "\n\n……（内容过长，已截断）"
+
+
+def truncate(text: str, limit_bytes: int, link: str | None) -> str:
+    """Return `text` cut to at most `limit_bytes` UTF-8 bytes, with a note and link when cut."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit_bytes:
+        return text
+    suffix = TRUNCATION_MARK + (f"查看全文：{link}" if link else "")
+    if len(suffix.encode("utf-8")) > limit_bytes:
+        suffix = TRUNCATION_MARK  # a link longer than the limit: keep only the note
+    if len(suffix.encode("utf-8")) > limit_bytes:
+        return raw[:limit_bytes].decode("utf-8", errors="ignore")
+    room = limit_bytes - len(suffix.encode("utf-8"))
+    # A valid encoding cut anywhere loses at most the last, partial character.
+    head = raw[:room].decode("utf-8", errors="ignore")
+    # Prefer to end on a line break when one is near the end (keeps markdown well formed).
+    newline = head.rfind("\n")
+    if newline >= 0 and len(head[newline:].encode("utf-8")) <= room // 4:
+        head = head[:newline]
+    return head.rstrip() + suffix
+
+
+# ---------------------------------------------------------------------------------------------
+# E-mail
+
+TLS_MODES = ("none", "starttls", "ssl")
+DEFAULT_PORTS = {"none": 25, "starttls": 587, "ssl": 465}
+DEFAULT_SENDER = "dangjian-flow <noreply@localhost>"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """How to reach the SMTP server; `from_env` returns None when e-mail is not configured."""
+
+    host: str
+    port: int
+    user: str | None
+    password: str | None = field(repr=False)
+    sender: str
+    tls: str  # "none" | "starttls" | "ssl"
+    timeout: float = 10.0
+    ca_file: str | None = None  # PEM bundle to trust instead of the system's (private CA)
+
+    def __post_init__(self) -> None:
+        if self.tls not in TLS_MODES:
+            raise ValueError(f"SMTP TLS mode must be one of none, starttls, ssl; got {self.tls!r}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SmtpSettings | None:
+        """Read SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASSWORD, SMTP_FROM, SMTP_TLS, SMTP_CA_FILE."""
+        env = os.environ if env is None else env
+        host = env.get("SMTP_HOST", "").strip()
+        if not host:
+            return None
+        tls_raw = env.get("SMTP_TLS", "").strip()
+        tls = tls_raw.lower() or "none"
+        if tls not in TLS_MODES:
+            raise ValueError(f"SMTP_TLS must be one of none, starttls, ssl; got {tls_raw!r}")
+        port_raw = env.get("SMTP_PORT", "").strip()
+        if port_raw:
+            try:
+                port = int(port_raw)
+            except ValueError:
+                raise ValueError(f"SMTP_PORT must be a port number; got {port_raw!r}") from None
+            if not 0 < port < 65536:
+                raise ValueError(f"SMTP_PORT must be between 1 and 65535; got {port}")
+        else:
+            port = DEFAULT_PORTS[tls]
+        return cls(
+            host=host,
+            port=port,
+            user=env.get("SMTP_USER", "").strip() or None,
+            password=env.get("SMTP_PASSWORD") or None,
+            sender=env.get("SMTP_FROM", "").strip() or DEFAULT_SENDER,
+            tls=tls,
+            ca_file=env.get("SMTP_CA_FILE", "").strip() or None,
+        )
+
+
+def build_email(msg: Message, to: str, settings: SmtpSettings) -> EmailMessage:
+    """Return the MIME message for `msg` (raises ValueError for an unusable header value)."""
+    mail = EmailMessage()
+    mail["Subject"] = " ".join(msg.title.split())
+    mail["From"] = settings.sender
+    mail["To"] = to
+    mail["Date"] = email.utils.formatdate(localtime=True)
+    mail["Message-ID"] = f"<{msg.id}@dangjian-flow>"
+    mail["X-Dangjian-Message-Id"] = msg.id
+    mail["X-Dangjian-Event"] = msg.event_kind
+    mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies
+    mail.set_content(msg.text, charset="utf-8")
+    if msg.html:
+        mail.add_alternative(msg.html, subtype="html", charset="utf-8")
+    return mail
+
+
+def _smtp_reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return f"{code} {' '.join(text.split())}"[:300]
+
+
+def _smtp_code_result(code: int, text: bytes | str, stage: str) -> Result:
+    detail = f"smtp {stage}: {_smtp_reply(code, text)}"
+    if 500 <= code < 600:
+        return _permanent(detail)
+    return _transient(detail)
+
+
+def send_email(msg: Message, to: str, settings: SmtpSettings) -> Result:
+    """Send `msg` to the address `to` through the SMTP server of `settings`."""
+    envelope_to = email.utils.parseaddr(to)[1]
+    envelope_from = email.utils.parseaddr(settings.sender)[1]
+    if "@" not in envelope_to:
+        return _permanent(f"invalid recipient address {to!r}")
+    if not envelope_from:
+        return _permanent(f"invalid sender address {settings.sender!r} (SMTP_FROM)")
+    try:
+        mail = build_email(msg, to, settings)
+    except (ValueError, TypeError) as exc:
+        return _permanent(f"cannot build the e-mail: {exc}")
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    client: smtplib.SMTP | None = None
+    stage = "connect"
+    try:
+        if settings.tls == "ssl":
+            client = smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=settings.timeout, context=context
+            )
+        else:
+            client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+        stage = "EHLO"
+        client.ehlo()
+        if settings.tls == "starttls":
+            if not client.has_extn("starttls"):
+                return _permanent(
+                    f"smtp server {settings.host}:{settings.port} does not offer STARTTLS "
+                    "(SMTP_TLS=starttls); not sending in clear text"
+                )
+            stage = "STARTTLS"
+            client.starttls(context=context)
+            client.ehlo()
+        if settings.user:
+            stage = "AUTH"
+            client.login(settings.user, settings.password or "")
+        stage = "send"
+        refused = client.send_message(mail, from_addr=envelope_from, to_addrs=[envelope_to])
+        if refused:  # only possible with several recipients; kept for completeness
+            code, text = next(iter(refused.values()))
+            return _smtp_code_result(code, text, "RCPT")
+        return _ok(f"smtp accepted for {envelope_to}")
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = next(iter(exc.recipients.values()), (450, b"recipient refused"))
+        return _smtp_code_result(code, text, "RCPT")
+    except smtplib.SMTPResponseException as exc:  # sender refused, DATA error, auth, connect
+        return _smtp_code_result(exc.smtp_code, exc.smtp_error, stage)
+    except smtplib.SMTPNotSupportedError as exc:  # e.g. AUTH or SMTPUTF8 not offered
+        return _permanent(f"smtp {stage}: {exc}")
+    except smtplib.SMTPServerDisconnected as exc:
+        return _transient(f"smtp {stage}: server disconnected: {exc}")
+    except smtplib.SMTPException as exc:
+        return _transient(f"smtp {stage}: {exc}")
+    except ssl.SSLCertVerificationError as exc:
+        return _permanent(f"smtp {stage}: TLS certificate not trusted: {exc.verify_message}")
+    except ssl.SSLError as exc:
+        return _permanent(
+            f"smtp {stage}: TLS handshake failed ({exc.reason or exc}); check SMTP_TLS and SMTP_PORT"
+        )
+    except TimeoutError:
+        return _transient(f"smtp {stage}: timed out after {settings.timeout:g} s")
+    except OSError as exc:  # refused, unreachable, reset, DNS failure
+        return _transient(f"smtp {stage}: {exc.strerror or exc}")
+    finally:
+        if client is not None:
+            _smtp_quit(client)
+
+
+def _smtp_quit(client: smtplib.SMTP) -> None:
+    # Not `with client:`: its QUIT raises on a reply other than 221, after the mail was accepted.
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        pass
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP plumbing
+
+
+def robot_base(kind: str, env: Mapping[str, str] | None = None) -> str:
+    """Return the API base of a robot kind; DANGJIAN_<KIND>_BASE overrides the public one."""
+    if kind not in BASES:
+        raise ValueError(f"unknown robot kind {kind!r}; expected one of {', '.join(BASES)}")
+    env = os.environ if env is None else env
+    override = env.get(f"DANGJIAN_{kind.upper()}_BASE", "").strip()
+    return (override or BASES[kind]).rstrip("/")
+
+
+def robot_url(kind: str, url_or_key: str, env: Mapping[str, str] | None = None) -> str:
+    """Return the URL to post to: a full http(s) URL as is, else composed from the key/token."""
+    value = url_or_key.strip()
+    if value.lower().startswith(("http://", "https://")):
+        return value
+    base = robot_base(kind, env)
+    if not value:
+        raise ValueError(f"empty {kind} robot key")
+    quoted = urllib.parse.quote(value, safe="")
+    if kind == "wecom":
+        return f"{base}/cgi-bin/webhook/send?key={quoted}"
+    if kind == "dingtalk":
+        return f"{base}/robot/send?access_token={quoted}"
+    return f"{base}/open-apis/bot/v2/hook/{quoted}"
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    def json_object(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def snippet(self) -> str:
+        text = self.body[:200].decode("utf-8", errors="replace")
+        return " ".join(text.split())
+
+
+def _json_bytes(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _post(
+    label: str,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    client: httpx.Client | None,
+) -> _Reply | Result:
+    """POST `body`; return the reply, or a failed Result for a network or URL error."""
+    all_headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "User-Agent": USER_AGENT,
+        **headers,
+    }
+    own = client is None
+    http = httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False) if own else client
+    assert http is not None
+    try:
+        with http.stream("POST", url, content=body, headers=all_headers) as response:
+            data = bytearray()
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) >= MAX_RESPONSE:
+                    break
+            return _Reply(response.status_code, response.headers, bytes(data[:MAX_RESPONSE]))
+    except httpx.TimeoutException as exc:
+        return _transient(f"{label}: timed out ({type(exc).__name__})")
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        return _permanent(f"{label}: bad URL: {exc}")
+    except httpx.HTTPError as exc:
+        return _transient(f"{label}: {type(exc).__name__}: {exc}")
+    except (ValueError, UnicodeError) as exc:  # malformed URL or header caught before sending
+        return _permanent(f"{label}: bad request: {exc}")
+    finally:
+        if own:
+            http.close()
+
+
+def _retry_after(headers: httpx.Headers, default: float | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), else `default`."""
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return default
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), 86400.0)
+
+
+def _http_status_result(label: str, reply: _Reply, throttle: float) -> Result | None:
+    """Map a non-2xx status (429, 5xx, other 4xx, 3xx) to a Result; None for 2xx."""
+    status = reply.status
+    if 200 <= status < 300:
+        return None
+    detail = f"{label}: HTTP {status}: {reply.snippet()}".rstrip(": ")
+    if status == 429:
+        seconds = _retry_after(reply.headers, throttle)
+        return Result(ok=False, retry_after=seconds, robot_pause=seconds, detail=detail)
+    if status >= 500 or status in (408, 425):
+        return _transient(detail, _retry_after(reply.headers, None))
+    if 300 <= status < 400:
+        location = reply.headers.get("location", "?")
+        return _permanent(f"{label}: HTTP {status} redirect to {location}; configure the final URL")
+    return _permanent(detail)
+
+
+def _fit_body(build: Callable[[int], bytes], budget: int, max_body: int) -> bytes:
+    """Return `build(budget)`, shrinking the budget until the encoded body fits `max_body`."""
+    body = build(budget)
+    while len(body) > max_body and budget > 0:
+        budget = max(0, budget - max(len(body) - max_body, 16))
+        body = build(budget)
+    return body
+
+
+def _with_heading(markdown: str, title: str) -> str:
+    """Put the title on top unless the markdown already starts with it."""
+    first = next((line for line in markdown.splitlines() if line.strip()), "")
+    if title.strip() and title.strip() in first:
+        return markdown
+    return f"### {title.strip()}\n\n{markdown}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic signed webhook
+
+
+def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
+    """Return the X-Dangjian-Signature value: sha256=hex(HMAC_SHA256(secret, "{ts}.{body}"))."""
+    digest = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def send_webhook(
+    msg: Message,
+    url: str,
+    secret: str | None,
+    *,
+    now: float | None = None,
+    client: httpx.Client | None = None,
+) -> Result:
+    """POST the message as JSON to `url`, signed with `secret` when one is set."""
+    timestamp = int(time.time() if now is None else now)
+    payload = {
+        "id": msg.id,
+        "event_kind": msg.event_kind,
+        "title": msg.title,
+        "text": msg.text,
+        "markdown": msg.markdown,
+        "link": msg.link,
+        "sent_at": datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    body = _json_bytes(payload)
+    headers = {"X-Dangjian-Message-Id": msg.id, "X-Dangjian-Timestamp": str(timestamp)}
+    if secret:
+        headers["X-Dangjian-Signature"] = webhook_signature(secret, timestamp, body)
+    reply = _post("webhook", url, body, headers, client)
+    if isinstance(reply, Result):
+        return reply
+    failed = _http_status_result("webhook", reply, throttle=60.0)
+    return failed or _ok(f"webhook HTTP {reply.status}")
+
+
+# ---------------------------------------------------------------------------------------------
+# WeCom (企业微信群机器人)
+
+WECOM_TRANSIENT = {-1}  # system busy
+
+
+def send_wecom(
+    msg: Message,
+    url_or_key: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    client: httpx.Client | None = None,
+) -> Result:
+    """Send `msg` as markdown to a WeCom group robot (the key is the only credential)."""
+    try:
+        url = robot_url("wecom", url_or_key, env)
+    except ValueError as exc:
+        return _permanent(f"wecom: {exc}")
+    footer = f'\n\n<font color="comment">消息编号 {msg.id}</font>'
+    budget = MAX_MARKDOWN["wecom"] - len(footer.encode("utf-8"))
+    content = truncate(_with_heading(msg.markdown, msg.title), budget, msg.link) + footer
+    body = _json_bytes({"msgtype": "markdown", "markdown": {"content": content}})
+    reply = _post("wecom", url, body, {}, client)
+    if isinstance(reply, Result):
+        return reply
+    failed = _http_status_result("wecom", reply, WECOM_THROTTLE)
+    if failed:
+        return failed
+    data = reply.json_object()
+    if data is None or "errcode" not in data:
+        return _transient(f"wecom: unexpected response (HTTP {reply.status}): {reply.snippet()}")
+    code, text = data.get("errcode"), _errmsg(data.get("errmsg"))
+    detail = f"wecom errcode {code}: {text}"
+    if code == 0:
+        return _ok(detail)
+    if code == 45009:
+        return _throttled(detail, WECOM_THROTTLE)
+    if code in WECOM_TRANSIENT:
+        return _transient(detail)
+    return _permanent(detail)  # 93000 bad key, 40008 bad type, 40058 too long, unknown codes
+
+
+def _errmsg(value: object) -> str:
+    text = " ".join(str(value or "").split())
+    # WeCom appends ", hint: [...], from ip: ..., more info at ..." to every message.
+    return text.split(", hint:")[0][:200]
+
+
+# ---------------------------------------------------------------------------------------------
+# DingTalk (钉钉自定义机器人)
+
+DINGTALK_THROTTLE_CODES = {130101, 410100}  # send too fast (10 min), 限流
+DINGTALK_TRANSIENT = {-1}  # system busy
+
+
+def dingtalk_sign(secret: str, timestamp_ms: int) -> str:
+    """Return base64(HMAC_SHA256(secret, "{ts}\\n{secret}")), before URL encoding."""
+    digest = hmac.new(
+        secret.encode("utf-8"), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256
+    ).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def send_dingtalk(
+    msg: Message,
+    url_or_token: str,
+    secret: str | None,
+    *,
+    now_ms: int | None = None,
+    env: Mapping[str, str] | None = None,
+    client: httpx.Client | None = None,
+) -> Result:
+    """Send `msg` as markdown to a DingTalk custom robot, signed when `secret` is set."""
+    try:
+        url = robot_url("dingtalk", url_or_token, env)
+    except ValueError as exc:
+        return _permanent(f"dingtalk: {exc}")
+    if secret:
+        ts = int(time.time() * 1000) if now_ms is None else int(now_ms)
+        sign = urllib.parse.quote(dingtalk_sign(secret, ts), safe="")
+        url += ("&" if "?" in url else "?") + f"timestamp={ts}&sign={sign}"
+    footer = f"\n\n###### 消息编号 {msg.id}"
+    markdown = _with_heading(msg.markdown, msg.title)
+
+    def build(budget: int) -> bytes:
+        text = truncate(markdown, budget, msg.link) + footer
+        return _json_bytes({"msgtype": "markdown", "markdown": {"title": msg.title, "text": text}})
+
+    budget = MAX_MARKDOWN["dingtalk"] - len(footer.encode("utf-8"))
+    body = _fit_body(build, budget, MAX_BODY["dingtalk"])
+    reply = _post("dingtalk", url, body, {}, client)
+    if isinstance(reply, Result):
+        return reply
+    failed = _http_status_result("dingtalk", reply, DINGTALK_THROTTLE)
+    if failed:
+        return failed
+    data = reply.json_object()
+    if data is None or "errcode" not in data:
+        return _transient(f"dingtalk: unexpected response (HTTP {reply.status}): {reply.snippet()}")
+    code, text = data.get("errcode"), _errmsg(data.get("errmsg"))
+    detail = f"dingtalk errcode {code}: {text}"
+    if code == 0:
+        return _ok(detail)
+    if code in DINGTALK_THROTTLE_CODES:
+        return _throttled(detail, DINGTALK_THROTTLE)
+    if code in DINGTALK_TRANSIENT:
+        return _transient(detail)
+    if code == 310000 and "timestamp" in text.lower():
+        # Our clock is more than an hour off DingTalk's. The message is fine and every attempt
+        # signs a fresh timestamp, so it goes through once the clock is fixed.
+        return _transient(detail + " (check this server's clock)", retry_after=300.0)
+    return _permanent(detail)  # 310000 sign/keyword/ip, 300001/300005 token, 400013 group gone
+
+
+# ---------------------------------------------------------------------------------------------
+# Feishu (飞书自定义机器人)
+
+FEISHU_THROTTLE_CODES = {9499, 11232}
+
+
+def feishu_sign(secret: str, timestamp_s: int) -> str:
+    """Return base64(HMAC_SHA256(key="{ts}\\n{secret}", msg=b""))."""
+    key = f"{timestamp_s}\n{secret}".encode()
+    return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode("ascii")
+
+
+def _feishu_post(msg: Message, text: str) -> dict[str, Any]:
+    lines: list[list[dict[str, str]]] = [
+        [{"tag": "text", "text": line}] for line in text.split("\n")
+    ]
+    if msg.link:
+        lines.append([{"tag": "a", "text": "查看详情", "href": msg.link}])
+    lines.append([{"tag": "text", "text": f"消息编号 {msg.id}"}])
+    return {"post": {"zh_cn": {"title": msg.title, "content": lines}}}
+
+
+def send_feishu(
+    msg: Message,
+    url_or_hook: str,
+    secret: str | None,
+    *,
+    now_s: int | None = None,
+    env: Mapping[str, str] | None = None,
+    client: httpx.Client | None = None,
+) -> Result:
+    """Send `msg` as a rich-text post (title, text, link) to a Feishu custom bot."""
+    try:
+        url = robot_url("feishu", url_or_hook, env)
+    except ValueError as exc:
+        return _permanent(f"feishu: {exc}")
+    signature: dict[str, str] = {}
+    if secret:
+        ts = int(time.time()) if now_s is None else int(now_s)
+        signature = {"timestamp": str(ts), "sign": feishu_sign(secret, ts)}
+
+    def build(budget: int) -> bytes:
+        text = truncate(msg.text, budget, msg.link)
+        return _json_bytes({**signature, "msg_type": "post", "content": _feishu_post(msg, text)})
+
+    body = _fit_body(build, MAX_MARKDOWN["feishu"], MAX_BODY["feishu"])
+    reply = _post("feishu", url, body, {}, client)
+    if isinstance(reply, Result):
+        return reply
+    data = reply.json_object()
+    code = None if data is None else data.get("code", data.get("StatusCode"))
+    if code is None or reply.status == 429 or reply.status >= 500:
+        failed = _http_status_result("feishu", reply, FEISHU_THROTTLE)
+        if failed:
+            return failed
+    if data is None or code is None:
+        return _transient(f"feishu: unexpected response (HTTP {reply.status}): {reply.snippet()}")
+    text = _errmsg(data.get("msg", data.get("StatusMessage")))
+    detail = f"feishu code {code}: {text}"
+    if code == 0:
+        return _ok(detail)
+    if code in FEISHU_THROTTLE_CODES:
+        return _throttled(detail, FEISHU_THROTTLE)
+    return _permanent(detail)  # 19021 sign/timestamp, 19024 keyword, 19001 bad hook, unknown
