@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import hmac
 import json
+import logging
 import os
 import smtplib
 import ssl
@@ -27,6 +29,9 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
+
+# httpx logs every request URL at INFO; robot URLs carry keys, tokens and signatures.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 __all__ = [
     "BASES",
@@ -220,9 +225,10 @@ def build_email(msg: Message, to: str, settings: SmtpSettings) -> EmailMessage:
     mail["X-Dangjian-Message-Id"] = msg.id
     mail["X-Dangjian-Event"] = msg.event_kind
     mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies
-    mail.set_content(msg.text, charset="utf-8")
+    # base64 keeps the message 7-bit: no reliance on the server's 8BITMIME.
+    mail.set_content(msg.text, charset="utf-8", cte="base64")
     if msg.html:
-        mail.add_alternative(msg.html, subtype="html", charset="utf-8")
+        mail.add_alternative(msg.html, subtype="html", charset="utf-8", cte="base64")
     return mail
 
 
@@ -251,7 +257,10 @@ def send_email(msg: Message, to: str, settings: SmtpSettings) -> Result:
         mail = build_email(msg, to, settings)
     except (ValueError, TypeError) as exc:
         return _permanent(f"cannot build the e-mail: {exc}")
-    context = ssl.create_default_context(cafile=settings.ca_file)
+    try:
+        context = ssl.create_default_context(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        return _permanent(f"smtp: cannot load the CA file {settings.ca_file!r}: {exc}")
     client: smtplib.SMTP | None = None
     stage = "connect"
     try:
@@ -364,6 +373,12 @@ class _Reply:
         return " ".join(text.split())
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Built once: loading the CA bundle costs ~25 ms, more than a local request.
+    return httpx.create_ssl_context()
+
+
 def _json_bytes(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -382,8 +397,11 @@ def _post(
         **headers,
     }
     own = client is None
-    http = httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False) if own else client
-    assert http is not None
+    http = (
+        httpx.Client(timeout=HTTP_TIMEOUT, verify=_tls_context(), follow_redirects=False)
+        if client is None
+        else client
+    )
     try:
         with http.stream("POST", url, content=body, headers=all_headers) as response:
             data = bytearray()
@@ -604,7 +622,7 @@ def send_dingtalk(
         return _throttled(detail, DINGTALK_THROTTLE)
     if code in DINGTALK_TRANSIENT:
         return _transient(detail)
-    if code == 310000 and "timestamp" in text.lower():
+    if code == 310000 and secret and "timestamp" in text.lower():
         # Our clock is more than an hour off DingTalk's. The message is fine and every attempt
         # signs a fresh timestamp, so it goes through once the clock is fixed.
         return _transient(detail + " (check this server's clock)", retry_after=300.0)
@@ -625,7 +643,7 @@ def feishu_sign(secret: str, timestamp_s: int) -> str:
 
 def _feishu_post(msg: Message, text: str) -> dict[str, Any]:
     lines: list[list[dict[str, str]]] = [
-        [{"tag": "text", "text": line}] for line in text.split("\n")
+        [{"tag": "text", "text": line}] for line in (text.splitlines() or [""])
     ]
     if msg.link:
         lines.append([{"tag": "a", "text": "查看详情", "href": msg.link}])
@@ -672,6 +690,10 @@ def send_feishu(
     detail = f"feishu code {code}: {text}"
     if code == 0:
         return _ok(detail)
+    if code == 9499 and reply.status == 400:
+        # Feishu also answers 9499 "Bad Request" (HTTP 400) to a malformed or oversized body:
+        # the same bytes will never pass, and the robot is not throttled.
+        return _permanent(detail)
     if code in FEISHU_THROTTLE_CODES:
         return _throttled(detail, FEISHU_THROTTLE)
     return _permanent(detail)  # 19021 sign/timestamp, 19024 keyword, 19001 bad hook, unknown

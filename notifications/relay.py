@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -410,15 +411,15 @@ def finish(
     ids = [r.id for r in rows]
     with unit_of_work(engine) as s:
         stats = s.execute(
-            select(
-                Delivery.outbox_id,
-                Delivery.status,
+            sa_select(
+                col(Delivery.outbox_id),
+                col(Delivery.status),
                 func.count(),
-                func.min(Delivery.next_attempt_at),
-                func.max(Delivery.last_error),
+                func.min(col(Delivery.next_attempt_at)),
+                func.max(col(Delivery.last_error)),
             )
             .where(col(Delivery.outbox_id).in_(ids))
-            .group_by(Delivery.outbox_id, Delivery.status)
+            .group_by(col(Delivery.outbox_id), col(Delivery.status))
         ).all()
         per: dict[int, dict[str, tuple[int, datetime | None, str | None]]] = {}
         for oid, status, n, first_due, err in stats:
