@@ -175,3 +175,57 @@ def test_templates_commands() -> None:
     assert mermaid.output.startswith("stateDiagram-v2")
     missing = runner.invoke(main, ["templates", "show", "nope"])
     assert missing.exit_code == 1 and "没有这个模板" in missing.output
+
+
+def test_notify_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.stand_ins import RobotServer
+
+    csv = tmp_path / "orgs.csv"
+    csv.write_text(CSV, encoding="utf-8")
+    assert cli("import-orgs", str(csv)).exit_code == 0
+    code = CSV.splitlines()[1].split(",")[0]
+    with (
+        RobotServer("dingtalk", key="cli-token-1", secret="SECcli") as ding,
+        RobotServer("webhook") as hook,
+    ):
+        r = cli(
+            "notify",
+            "channel",
+            "add",
+            "--org",
+            code,
+            "--kind",
+            "dingtalk",
+            "--url",
+            ding.url,
+            "--secret",
+            "SECcli",
+        )
+        assert r.exit_code == 0, r.output
+        assert "cli-token-1" not in r.output
+        r = cli(
+            "notify",
+            "channel",
+            "add",
+            "--org",
+            code,
+            "--kind",
+            "webhook",
+            "--url",
+            hook.url,
+            "--quiet-hours",
+            "22:00-07:00",
+        )
+        assert r.exit_code == 0, r.output
+        listed = cli("notify", "channel", "list", "--org", code).output
+        assert "钉钉群机器人" in listed and "SECcli" not in listed and "22:00-07:00" in listed
+        r = cli("notify", "test", "--org", code)
+        assert r.exit_code == 0, r.output
+        assert r.output.count("✓") == 2
+        assert len(ding.accepted()) == 1 and len(hook.accepted()) == 1
+        assert "测试" in hook.accepted()[0].json["title"]
+        bad = cli("notify", "channel", "add", "--org", code, "--kind", "wecom", "--url", "x y")
+        assert bad.exit_code == 2
+    r = cli("notify", "send-pending", "--all")
+    assert r.exit_code == 0 and "处理" in r.output
+    assert "没有失败的投递" in cli("notify", "failures").output
