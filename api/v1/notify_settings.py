@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import Field
+from pydantic import Field, StrictBool
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -39,11 +39,11 @@ class ChannelIn(S.In):
     secret: str | None = Field(
         default=None, max_length=200, description="签名密钥；不填则保留原值，填空字符串则清除"
     )
-    enabled: bool = True
+    enabled: StrictBool = True
     quiet_hours: str | None = Field(
         default=None, max_length=11, description="免打扰时段 HH:MM-HH:MM（上海时间）"
     )
-    escalations_in_quiet: bool = Field(default=True, description="免打扰时段内督办类通知仍然发送")
+    escalations_in_quiet: StrictBool = Field(default=True, description="免打扰时段内督办类通知仍然发送")
 
 
 class ChannelsIn(S.In):
@@ -79,7 +79,7 @@ class TemplateOut(S.Out):
 
 
 class PrefsIn(S.In):
-    email: bool = Field(description="是否接收电子邮件通知（站内消息总会送达）")
+    email: StrictBool = Field(description="是否接收电子邮件通知（站内消息总会送达）")
 
 
 class PrefsOut(S.Out):
