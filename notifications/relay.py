@@ -262,26 +262,29 @@ def _robot_wait(session: Session, ch: OrgChannel, now: datetime) -> datetime | N
     """When this robot may take the next message, if not now (paused or at its rate limit)."""
     if ch.paused_until is not None and ch.paused_until > now:
         return ch.paused_until
-    limit, window = channels.LIMITS.get(ch.kind, (0, 0.0))
-    if not limit:
-        return None
-    since = now - timedelta(seconds=window)
-    sent = list(
-        session.execute(
-            select(Delivery.sent_at)
-            .where(
-                Delivery.channel == ch.kind,
-                Delivery.target == f"org_channel:{ch.id}",
-                col(Delivery.sent_at) > since,
-            )
-            .order_by(col(Delivery.sent_at))
-        ).scalars()
-    )
-    if len(sent) < limit:
-        return None
-    oldest = sent[len(sent) - limit]
-    assert oldest is not None
-    return oldest + timedelta(seconds=window)
+    latest: datetime | None = None
+    for limits in (channels.LIMITS, channels.BURST_LIMITS):
+        limit, window = limits.get(ch.kind, (0, 0.0))
+        if not limit:
+            continue
+        since = now - timedelta(seconds=window)
+        sent = list(
+            session.execute(
+                select(Delivery.sent_at)
+                .where(
+                    Delivery.channel == ch.kind,
+                    Delivery.target == f"org_channel:{ch.id}",
+                    col(Delivery.sent_at) > since,
+                )
+                .order_by(col(Delivery.sent_at))
+            ).scalars()
+        )
+        if len(sent) >= limit:
+            oldest = sent[len(sent) - limit]
+            assert oldest is not None
+            until = oldest + timedelta(seconds=window)
+            latest = until if latest is None else max(latest, until)
+    return latest
 
 
 def _send(
