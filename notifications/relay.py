@@ -177,6 +177,7 @@ def plan(
     *,
     now: datetime | None = None,
     env: Mapping[str, str] | None = None,
+    report: RelayReport | None = None,
 ) -> dict[int, Rendered]:
     """Resolve, render, deliver in-app and record the other deliveries, in one transaction."""
     now = now or utcnow()
@@ -255,6 +256,8 @@ def plan(
                     add(ch.kind, f"org_channel:{ch.id}")
         _insert_ignore(s, InboxItem, inbox_rows)
         _insert_ignore(s, Delivery, deliveries)
+    if report is not None and inbox_rows:
+        report.sent["inapp"] += len(inbox_rows)
     return rendered
 
 
@@ -469,7 +472,7 @@ def run_once(
     report.claimed = len(rows)
     if not rows:
         return report
-    rendered = plan(engine, rows, now=now, env=env)
+    rendered = plan(engine, rows, now=now, env=env, report=report)
     deliver(engine, rows, rendered, report, now=now, env=env)
     finish(engine, rows, report, now=now)
     return report

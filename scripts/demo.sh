@@ -6,4 +6,5 @@ ensure_venv ""
 .venv/bin/dangjian db upgrade
 .venv/bin/dangjian demo
 .venv/bin/dangjian campaign status 1
+.venv/bin/dangjian notify send-pending --all  # the demo's notices into the in-app inboxes
 exec .venv/bin/dangjian serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
