@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shlex
 import sqlite3
 import subprocess
@@ -274,6 +275,19 @@ def render(meta: dict[str, Any], launch: list[dict[str, Any]], trans: list[dict[
     return "\n".join(out)
 
 
+def keep_sections(old: str, new: str) -> str:
+    """Carry over the sections other bench scripts maintain in the same file.
+
+    `python -m bench.http_cycle` writes its section between `<!-- bench.http_cycle: start -->`
+    and `<!-- bench.http_cycle: end -->`; re-rendering this file must not drop it.
+    """
+    blocks = [
+        m.group(0)
+        for m in re.finditer(r"<!-- (bench\.[\w.]+): start -->.*?<!-- \1: end -->", old, re.S)
+    ]
+    return new.rstrip("\n") + "".join(f"\n\n{b}" for b in blocks) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=600, help="transitions per measurement")
@@ -306,7 +320,8 @@ def main() -> None:
         meta_path.write_text(json.dumps(meta))
     meta = json.loads(meta_path.read_text())
     text = render(meta, load(RESULTS / "launch.jsonl"), load(RESULTS / "transitions.jsonl"))
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    out.write_text(keep_sections(out.read_text() if out.exists() else "", text))
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -41,6 +42,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # The API serves up to 40 requests at once from its thread pool: keep enough connections
+    # open that a burst does not open and close new ones (DANGJIAN_DB_POOL_SIZE to tune).
+    kwargs.setdefault("pool_size", int(os.environ.get("DANGJIAN_DB_POOL_SIZE", "10")))
+    kwargs.setdefault("max_overflow", 30)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from states.errors import RateLimited
-from states.models import ApiToken, LoginFailure, User
+from states.models import ApiToken, Grant, LoginFailure, Organisation, Role, User
 from states.timeutil import utcnow
-from states.users import Actor, check_password, hash_password, load_actor
+from states.users import Actor, GrantView, check_password, hash_password
 
 TOKEN_TTL = timedelta(hours=12)
 #: Failed log-ins allowed per user name, and per client address, inside WINDOW.
@@ -62,21 +63,40 @@ def issue_token(
 
 
 def actor_for_token(session: Session, token: str, *, now: datetime | None = None) -> Actor | None:
-    """Return the Actor behind a live token, or None (unknown, expired, revoked, inactive user)."""
+    """Return the Actor behind a live token, or None (unknown, expired, revoked, inactive user).
+
+    One query: the token, its user and every grant with the organisation's path.
+    """
     now = now or utcnow()
-    row = session.execute(
-        select(ApiToken.user_id)
+    rows = session.execute(
+        sa_select(
+            col(User.id),
+            col(User.username),
+            col(User.display_name),
+            col(Grant.org_id),
+            col(Organisation.path),
+            col(Grant.role),
+        )
+        .select_from(ApiToken)
         .join(User, col(User.id) == col(ApiToken.user_id))
+        .outerjoin(Grant, col(Grant.user_id) == col(User.id))
+        .outerjoin(Organisation, col(Organisation.id) == col(Grant.org_id))
         .where(
-            ApiToken.token_hash == token_digest(token),
+            col(ApiToken.token_hash) == token_digest(token),
             col(ApiToken.expires_at) > now,
             col(ApiToken.revoked_at).is_(None),
             col(User.is_active).is_(True),
         )
-    ).first()
-    if row is None:
+    ).all()
+    if not rows:
         return None
-    return load_actor(session, int(row[0]))
+    user_id, username, display_name = rows[0][0], rows[0][1], rows[0][2]
+    grants = [
+        GrantView(int(org_id), path, Role(role))
+        for _u, _n, _d, org_id, path, role in rows
+        if org_id is not None
+    ]
+    return Actor(int(user_id), username, display_name, grants)
 
 
 def revoke_token(session: Session, token: str, *, now: datetime | None = None) -> bool:
