@@ -1445,7 +1445,7 @@ def render(meta: dict[str, Any]) -> str:
         + "; ".join(f"{_who(w)}: `{cmd}`" for w, cmd in meta["server_cmds"].items())
         + ". uvicorn 0.54 runs with h11 and the asyncio loop (httptools and uvloop are not "
         "installed); access log off; the app's engine is the default `make_engine`: QueuePool "
-        "of 5 + 10 overflow per process, pre-ping on. `bench/serve.py` is explained below; it "
+        "of 10 + 30 overflow per process (`DANGJIAN_DB_POOL_SIZE`), pre-ping on. `bench/serve.py` is explained below; it "
         "does not change the app.",
         "",
         "**SQL baseline**: the same cycle as hand-written SQL with psycopg 3 on the same database "
@@ -1714,7 +1714,7 @@ def _limits_lines(meta: dict[str, Any]) -> list[str]:
     if len(one) > 1:
         drained = one[-1]["new_conns_per_call"] < max(s["new_conns_per_call"] for s in one)
         bullets.append(
-            "**Connection churn.** The default pool keeps 5 connections per process; when more "
+            "**Connection churn.** The default pool keeps 10 connections per process (`DANGJIAN_DB_POOL_SIZE`); when more "
             "requests are in flight, each extra one opens a new PostgreSQL connection and "
             "closes it on return (overflow), so PostgreSQL forks a backend for it. New sessions "
             "per call (pg_stat_database) and PostgreSQL CPU per call, 1 worker: "
