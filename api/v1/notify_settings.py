@@ -43,7 +43,9 @@ class ChannelIn(S.In):
     quiet_hours: str | None = Field(
         default=None, max_length=11, description="免打扰时段 HH:MM-HH:MM（上海时间）"
     )
-    escalations_in_quiet: StrictBool = Field(default=True, description="免打扰时段内督办类通知仍然发送")
+    escalations_in_quiet: StrictBool = Field(
+        default=True, description="免打扰时段内督办类通知仍然发送"
+    )
 
 
 class ChannelsIn(S.In):
