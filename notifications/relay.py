@@ -29,15 +29,13 @@ from typing import Any
 
 from sqlalchemy import func, or_, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from notifications import channels
 from notifications.recipients import ESCALATIONS, resolve
 from notifications.render import Rendered, render
-from states.db import unit_of_work
+from states.db import insert_ignoring_conflicts, unit_of_work
 from states.models import (
     Delivery,
     InboxItem,
@@ -100,9 +98,7 @@ class RelayReport:
 def _insert_ignore(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    ins = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(ins(model).on_conflict_do_nothing(), rows)
+    session.execute(insert_ignoring_conflicts(session, model), rows)
 
 
 def claim(engine: Engine, *, batch: int = 100, now: datetime | None = None) -> list[OutboxMessage]:

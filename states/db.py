@@ -9,6 +9,8 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -84,3 +86,9 @@ def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def insert_ignoring_conflicts(session: Session, model: Any) -> Any:
+    """`INSERT … ON CONFLICT DO NOTHING` for `model` in the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(model).on_conflict_do_nothing()

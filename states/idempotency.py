@@ -14,10 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from states.db import insert_ignoring_conflicts
 from states.errors import Conflict, InvalidInput
 from states.models import IdempotencyRecord
 from states.timeutil import utcnow
@@ -45,12 +44,9 @@ class Replay:
 
 
 def _insert_ignore(session: Session, values: dict[str, Any]) -> bool:
-    dialect = session.get_bind().dialect.name
-    ins = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = (
-        ins(IdempotencyRecord)
+        insert_ignoring_conflicts(session, IdempotencyRecord)
         .values(**values)
-        .on_conflict_do_nothing()
         .returning(col(IdempotencyRecord.id))
     )
     # RETURNING, not rowcount: psycopg's rowcount is not reliable for this statement.

@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from states import audit
 from states.errors import InvalidInput, NotFound
 from states.models import ChannelKind, NoticeTemplate, NotifyOptOut, Organisation, OrgChannel
+from states.orgs import ancestor_paths
 from states.timeutil import utcnow
 
 QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
@@ -260,8 +261,7 @@ def delete_template(session: Session, org: Organisation, event_kind: str) -> boo
 
 def template_for(session: Session, org_path: str, event_kind: str) -> str | None:
     """The nearest override (the organisation itself, then its ancestors) for `event_kind`."""
-    codes = [c for c in org_path.split("/") if c]
-    paths = ["/" + "/".join(codes[:i]) + "/" for i in range(1, len(codes) + 1)]
+    paths = ancestor_paths(org_path, include_self=True)
     row = session.execute(
         select(NoticeTemplate.source)
         .join(Organisation, col(Organisation.id) == col(NoticeTemplate.org_id))

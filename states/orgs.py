@@ -85,3 +85,10 @@ def children(session: Session, org: Organisation) -> list[Organisation]:
 def is_within(path: str, ancestor_path: str) -> bool:
     """Return whether `path` lies in the subtree at `ancestor_path` (itself included)."""
     return path.startswith(ancestor_path)
+
+
+def ancestor_paths(path: str, *, include_self: bool = False) -> list[str]:
+    """Return the paths of the ancestors of `path`, root first (and `path` itself if asked)."""
+    codes = path_codes(path)
+    stop = len(codes) + 1 if include_self else len(codes)
+    return ["/" + "/".join(codes[:i]) + "/" for i in range(1, stop)]

@@ -21,7 +21,7 @@ from states.models import (
     Role,
     Run,
 )
-from states.orgs import is_within, subtree_filter
+from states.orgs import ancestor_paths, is_within, subtree_filter
 from states.timeutil import utcnow
 from states.users import Actor
 
@@ -71,7 +71,7 @@ def campaigns_for(
     views = [g for g in actor.grants if g.role in VIEW_ROLES]
     conds: list[ColumnElement[bool]] = [subtree_filter(g.org_path) for g in views]
     # Campaigns launched above one of the actor's organisations: their root is an ancestor.
-    ancestors = {p for g in views for p in _ancestor_paths(g.org_path)}
+    ancestors = {p for g in views for p in ancestor_paths(g.org_path)}
     if ancestors:
         conds.append(col(Organisation.path).in_(sorted(ancestors)))
     where = or_(*conds) if conds else false()
@@ -83,11 +83,6 @@ def campaigns_for(
     total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
     rows = session.execute(stmt.order_by(col(Campaign.id).desc()).limit(limit).offset(offset)).all()
     return [(c, o) for c, o in rows], int(total)
-
-
-def _ancestor_paths(path: str) -> list[str]:
-    codes = [c for c in path.split("/") if c]
-    return ["/" + "/".join(codes[:i]) + "/" for i in range(1, len(codes))]
 
 
 def campaign_runs(
