@@ -86,6 +86,7 @@ VALIDATION_MESSAGES = {
     "too_long": "条目过多",
     "too_short": "条目过少",
     "value_error": "取值有误",
+    "string_pattern_mismatch": "格式不正确",
 }
 
 

@@ -132,7 +132,18 @@ def test_settings_api_masks_secrets_and_validates_overrides(world: World) -> Non
 
 def test_email_opt_out(world: World) -> None:
     w = world
-    assert w.get("sec_s1", "/api/v1/me/preferences").json() == {"email": True}
-    r = w.client.put("/api/v1/me/preferences", json={"email": False}, headers=w.as_("sec_s1"))
+    assert w.get("sec_s1", "/api/v1/me/preferences").json() == {"email": True, "address": None}
+    r = w.client.put(
+        "/api/v1/me/preferences",
+        json={"email": False, "address": "shuji@example.org"},
+        headers=w.as_("sec_s1"),
+    )
     assert r.status_code == 200
-    assert w.get("sec_s1", "/api/v1/me/preferences").json() == {"email": False}
+    prefs = w.get("sec_s1", "/api/v1/me/preferences").json()
+    assert prefs == {"email": False, "address": "shuji@example.org"}
+    r = w.client.put(
+        "/api/v1/me/preferences",
+        json={"email": True, "address": "not-an-address"},
+        headers=w.as_("sec_s1"),
+    )
+    assert r.status_code == 422 and r.json()["details"][0]["field"] == "address"

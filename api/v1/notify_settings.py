@@ -17,7 +17,7 @@ from api.v1.orgs import visible_org
 from notifications.render import EVENT_KINDS, KIND_LABELS, SAMPLE, render, validate_override
 from states import notice_settings as ns
 from states.errors import Forbidden, NotFound
-from states.models import Delivery, NoticeTemplate, Organisation, OutboxMessage, Role
+from states.models import Delivery, NoticeTemplate, Organisation, OutboxMessage, Role, User
 from states.orgs import subtree_filter
 from states.users import Actor
 
@@ -80,12 +80,19 @@ class TemplateOut(S.Out):
     preview_text: str
 
 
+EMAIL = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
+
+
 class PrefsIn(S.In):
     email: StrictBool = Field(description="是否接收电子邮件通知（站内消息总会送达）")
+    address: str | None = Field(
+        default=None, max_length=200, pattern=EMAIL, description="电子邮箱；不填则保留原值"
+    )
 
 
 class PrefsOut(S.Out):
     email: bool
+    address: str | None = Field(description="电子邮箱")
 
 
 class DeliveryOut(S.Out):
@@ -226,7 +233,11 @@ def put_template(
 )
 def get_prefs(actor: Actor = Depends(authenticated), s: Session = Depends(reader)) -> PrefsOut:
     """站内消息总会送达；可以退订电子邮件。"""
-    return PrefsOut(email=actor.user_id not in ns.opted_out(s, [actor.user_id], "email"))
+    user = s.get(User, actor.user_id)
+    return PrefsOut(
+        email=actor.user_id not in ns.opted_out(s, [actor.user_id], "email"),
+        address=user.email if user else None,
+    )
 
 
 @router.put(
@@ -236,11 +247,17 @@ def get_prefs(actor: Actor = Depends(authenticated), s: Session = Depends(reader
     responses=responses(401, 422),
 )
 def put_prefs(body: PrefsIn, request: Request, actor: Actor = Depends(authenticated)) -> object:
-    """关闭 email 即退订电子邮件通知。"""
+    """关闭 email 即退订电子邮件通知；address 设置接收通知的邮箱。"""
 
     def change(s: Session) -> PrefsOut:
         ns.set_opt_out(s, actor.user_id, "email", not body.email)
-        return PrefsOut(email=body.email)
+        user = s.get(User, actor.user_id)
+        assert user is not None
+        if body.address is not None:
+            user.email = body.address
+            s.add(user)
+            s.flush()
+        return PrefsOut(email=body.email, address=user.email)
 
     return write(request, actor, None, 200, change)
 
