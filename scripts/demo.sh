@@ -3,6 +3,8 @@
 # on the embedded SQLite database (./.data). PORT and HOST change where it listens.
 source "$(dirname "$0")/_env.sh"
 ensure_venv ""
+# Links in the demo's notices point at the address it is served on.
+export DANGJIAN_BASE_URL="${DANGJIAN_BASE_URL:-http://127.0.0.1:${PORT:-8000}}"
 .venv/bin/dangjian db upgrade
 .venv/bin/dangjian demo
 .venv/bin/dangjian campaign status 1
