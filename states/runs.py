@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, insert, update
+from sqlalchemy import CursorResult, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -763,15 +763,19 @@ def _may_decide(session: Session, req: Request, ctx: RunContext, actor: Actor) -
     return True
 
 
-def history(session: Session, run_id: int, actor: Actor | None) -> list[audit.AuditEvent]:
-    """Return the run's audit events, newest first."""
+def history(
+    session: Session, run_id: int, actor: Actor | None, *, limit: int | None = None, offset: int = 0
+) -> tuple[list[audit.AuditEvent], int]:
+    """Return a page of the run's audit events, newest first, and how many there are."""
     ctx = load_run(session, run_id, actor)
-    stmt = (
-        select(audit.AuditEvent)
-        .where(audit.AuditEvent.stream == f"run:{ctx.run.id}")
-        .order_by(col(audit.AuditEvent.seq).desc())
-    )
-    return list(session.execute(stmt).scalars())
+    where = audit.AuditEvent.stream == f"run:{ctx.run.id}"
+    stmt = select(audit.AuditEvent).where(where).order_by(col(audit.AuditEvent.seq).desc())
+    if limit is not None:
+        stmt = stmt.limit(limit).offset(offset)
+    total = session.execute(
+        select(func.count()).select_from(audit.AuditEvent).where(where)
+    ).scalar_one()
+    return list(session.execute(stmt).scalars()), int(total)
 
 
 def load_request(session: Session, request_id: int, actor: Actor) -> Request:

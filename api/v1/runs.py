@@ -188,8 +188,7 @@ def get_history(
     p: Page = Depends(page),
 ) -> S.Page[S.HistoryItem]:
     """每一次材料录入、申请、审批、退回、延期，谁在何时做了什么。"""
-    events = runs.history(s, run_id, actor)
-    chunk = events[p.offset : p.offset + p.limit]
+    chunk, total = runs.history(s, run_id, actor, limit=p.limit, offset=p.offset)
     users = users_by_id(s, {e.actor_id for e in chunk if e.actor_id})
     items = [
         S.HistoryItem(
@@ -201,4 +200,4 @@ def get_history(
         )
         for e in chunk
     ]
-    return S.Page(items=items, total=len(events), limit=p.limit, offset=p.offset)
+    return S.Page(items=items, total=total, limit=p.limit, offset=p.offset)
