@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from states.errors import (
     Conflict,
@@ -142,7 +144,7 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_input", message, details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # FastAPI answers 400 for a body it cannot parse (not UTF-8, nested too deep, broken
             # multipart); to the client that is invalid input like any other: 422, one shape.
@@ -154,12 +156,14 @@ def install(app: FastAPI) -> None:
                 ),
                 status_code=422,
             )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; name every route's.
+            headers["Allow"] = ", ".join(allowed_methods(request))
         code, message = HTTP_MESSAGES.get(exc.status_code, ("error", "请求失败"))
         if isinstance(exc.detail, dict) and "code" in exc.detail:
             return JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
-        return JSONResponse(
-            error_body(code, message), status_code=exc.status_code, headers=exc.headers
-        )
+        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(OperationalError)
     async def database_busy(_: Request, exc: OperationalError) -> JSONResponse:
@@ -176,6 +180,18 @@ def install(app: FastAPI) -> None:
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
         return JSONResponse(error_body("internal_error", "服务器内部错误，请联系管理员"), 500)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this request's path."""
+    methods: set[str] = set()
+    for ctx in iter_route_contexts(request.app.routes):
+        route = ctx.original_route
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches({**request.scope, "method": next(iter(route.methods))})
+            if match == Match.FULL:
+                methods |= route.methods
+    return sorted(methods)
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -35,7 +35,7 @@ def test_every_route_declares_who_may_call_it(engine: Engine) -> None:
     assert len(routes) >= 25
     undeclared = [f"{sorted(r.methods)} {r.path}" for r in routes if route_access(r) is None]
     assert undeclared == []
-    declared = {r.path: route_access(r) for r in routes}
+    declared = {r.path_format: route_access(r) for r in routes}
     assert declared["/api/v1/auth/token"] == "public"
     assert declared["/api/v1/runs/{run_id}"] == "authenticated"
     assert {r.value for r in declared["/api/v1/orgs/import"]} == {"organiser", "admin"}
@@ -109,16 +109,16 @@ def test_sibling_subtree_gets_404_on_every_route_with_an_id(world: World) -> Non
     before = snapshot(w.engine)
     checked = []
     for route in routes:
-        params = ID_PARAM.findall(route.path)
-        if not params or route.path in GLOBAL:
+        params = ID_PARAM.findall(route.path_format)
+        if not params or route.path_format in GLOBAL:
             continue
-        url = route.path.format(**{p: ids[p] for p in params})
+        url = route.path_format.format(**{p: ids[p] for p in params})
         for method in sorted(route.methods):
             kwargs: dict[str, Any] = {}
             if method in ("POST", "PUT"):
-                body = BODIES.get((method, route.path))
-                assert body is not None, f"no sample body for {method} {route.path}"
-                kwargs = {"json": body, "headers": {"Idempotency-Key": f"k-{route.path}"}}
+                body = BODIES.get((method, route.path_format))
+                assert body is not None, f"no sample body for {method} {route.path_format}"
+                kwargs = {"json": body, "headers": {"Idempotency-Key": f"k-{route.path_format}"}}
             resp = w.client.request(
                 method,
                 url,
@@ -127,7 +127,7 @@ def test_sibling_subtree_gets_404_on_every_route_with_an_id(world: World) -> Non
             assert resp.status_code == 404, (method, url, resp.status_code, resp.text)
             body = resp.json()
             assert body["code"] == "not_found" and body["message"], body
-            checked.append(f"{method} {route.path}")
+            checked.append(f"{method} {route.path_format}")
     assert snapshot(w.engine) == before
     # Every kind of object was tried, reads and writes.
     assert len(checked) >= 17
@@ -160,7 +160,7 @@ def test_sibling_cannot_launch_or_preview_in_another_subtree(
 def test_no_token_is_401_everywhere_but_login_and_health(world: World) -> None:
     w = world
     for route in api_routes(w.client.app):  # type: ignore[arg-type]
-        url = re.sub(r"\{\w+\}", "1", route.path)
+        url = re.sub(r"\{\w+\}", "1", route.path_format)
         for method in route.methods:
             resp = w.client.request(method, url)
             if route_access(route) == "public":

@@ -138,7 +138,7 @@ def list_campaigns(
 
 
 @router.get(
-    "/campaigns/{campaign_id}",
+    "/campaigns/{campaign_id:int}",  # an integer, so that /campaigns/preview is never an id
     summary="活动进度：各阶段数量、逾期、待审批、完成比例",
     response_model=S.CampaignOut,
     responses=responses(401, 403, 404, 422),

@@ -35,7 +35,7 @@ def visible_org(s: Session, org_id: int, actor: Actor) -> Organisation:
 
 
 @router.get(
-    "/orgs/{org_id}",
+    "/orgs/{org_id:int}",  # an integer, so that POST /orgs/import is never read as an id
     summary="查看组织",
     response_model=S.OrgOut,
     responses=responses(401, 404, 422),
