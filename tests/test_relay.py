@@ -378,3 +378,36 @@ def test_two_relays_at_once_deliver_each_notice_once(pg_engine: Engine) -> None:
         assert all(r.claimed > 0 for r in reports)  # both relays did work
         ids = [json.loads(r.body)["id"] for r in hook.received]
         assert len(ids) == len(set(ids)) == 60
+
+
+def test_a_pass_stops_sending_before_its_lease_runs_out(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import notifications.relay as relay
+
+    w = world
+    _skip_launch_notice(w)
+    monkeypatch.setattr(relay, "LEASE", timedelta(seconds=1))
+    with RobotServer("webhook") as hook:
+        _channel(w, "G1", "webhook", hook.url)
+        hook.sleep_next(1, seconds=1.0)  # a slow receiver uses up the pass's time
+        with unit_of_work(w.engine) as s:
+            for i in range(3):
+                outbox.enqueue(
+                    s,
+                    event_kind="bulletin",
+                    dedupe_key=f"slow:{i}",
+                    payload={},
+                    org_id=w.orgs["G1"].id,
+                )
+        first = run_once(w.engine, env={})
+        assert first.claimed == 3 and _out(first.sent) == {"webhook": 1}
+        with Session(w.engine) as s:
+            left = (
+                s.execute(select(OutboxMessage).where(OutboxMessage.status == "retry"))
+                .scalars()
+                .all()
+            )
+        assert len(left) == 2 and all(r.locked_until is None for r in left)
+        assert _out(drain(w.engine, env={}).sent) == {"webhook": 2}
+        assert len({r.headers["x-dangjian-message-id"] for r in hook.received}) == 3
