@@ -465,11 +465,33 @@ def _close(
     session: Session, req: Request, status: RequestStatus, now: datetime, reason: str | None = None
 ) -> None:
     """Mark a pending request decided (approved, returned or withdrawn)."""
-    req.status = status
-    req.decided_at = now
+    values: dict[str, Any] = {"status": status, "decided_at": now}
     if reason is not None:
-        req.return_reason = reason
-    _flush(session)
+        values["return_reason"] = reason
+    _update_pending(session, req, **values)
+
+
+def _update_pending(session: Session, req: Request, **values: Any) -> None:
+    """Change a request only if it is still pending at the step it was read at.
+
+    The request is read before its run, so a decision racing another one (a withdrawal, a
+    second approver) could otherwise pass the run's compare-and-set on a version read after the
+    other committed: this conditional UPDATE makes exactly one of them win.
+    """
+    result = session.execute(
+        update(Request)
+        .where(
+            col(Request.id) == req.id,
+            col(Request.status) == RequestStatus.PENDING,
+            col(Request.step) == req.step,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
+        raise ConcurrentUpdate("该申请刚被他人处理，请刷新后重试", details={"request_id": req.id})
+    for key, value in values.items():
+        set_committed_value(req, key, value)
 
 
 def _decided_before(session: Session, req: Request, actor: Actor) -> bool:
@@ -505,9 +527,7 @@ def _forward(
     session: Session, req: Request, ctx: RunContext, actor: Actor, opinion: str | None
 ) -> None:
     step = req.step
-    req.step = step + 1
-    req.current_approver_org_id = req.chain[step + 1]
-    _flush(session)
+    _update_pending(session, req, step=step + 1, current_approver_org_id=req.chain[step + 1])
     _cas(session, ctx.run)
     _log(
         session, ctx, "request.step_approved", actor, request_id=req.id, step=step, opinion=opinion

@@ -118,3 +118,38 @@ def test_first_launches_at_once_share_one_template_version(pg_engine: Engine) ->
     with Session(pg_engine) as s:
         assert s.exec(select(func.count()).select_from(TemplateVersion)).one() == 1
         assert s.exec(select(func.count()).select_from(Campaign)).one() == 4
+
+
+def test_a_withdrawal_between_reading_a_request_and_its_run_is_caught(
+    pg_engine: Engine, monkeypatch: Any
+) -> None:
+    """The exact interleaving that once let both win: the approver reads the request, the
+    requester withdraws and commits, then the approver reads the run (at its new version)."""
+    from states.errors import ConcurrentUpdate
+
+    with Session(pg_engine, expire_on_commit=False) as session:
+        w = World(session)
+        run_id = w.run("S1").id or 0
+        w.fill(run_id, w.sec1)
+        req = w.do(runs.request_advance, run_id=run_id, actor=w.sec1)
+    load_run = runs.load_run
+    fired = []
+
+    def withdraw_first(session: Session, rid: int, actor: Any, **kw: Any) -> Any:
+        if not fired:
+            fired.append(True)
+            with unit_of_work(pg_engine) as other:
+                runs.withdraw(other, request_id=req.id or 0, actor=w.sec1)
+        return load_run(session, rid, actor, **kw)
+
+    monkeypatch.setattr(runs, "load_run", withdraw_first)
+    try:
+        with unit_of_work(pg_engine) as s:
+            runs.approve(s, request_id=req.id or 0, actor=w.g1)
+    except ConcurrentUpdate:
+        pass
+    else:
+        raise AssertionError("the approval of a withdrawn request went through")
+    with Session(pg_engine) as s:
+        assert s.get_one(Request, req.id).status == "withdrawn"
+        assert s.exec(select(func.count()).select_from(Decision)).one() == 0
