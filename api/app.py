@@ -5,6 +5,7 @@ This module must not import Prefect: `dangjian serve` starts fast (see tests/tes
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -82,8 +83,6 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    import json
-
     body = json.dumps(
         errors.error_body("too_large", f"请求内容过大（上限 {limit // 1024} KB）"),
         ensure_ascii=False,

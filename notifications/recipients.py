@@ -184,19 +184,15 @@ def resolve(session: Session, messages: Sequence[OutboxMessage]) -> dict[int, Re
         people[m.id or 0] = persons
 
     holders = _holders(session, {o for pairs in wanted.values() for o, _r in pairs})
-    emails = _emails(
-        session,
-        {u for ps in people.values() for u in ps}
-        | {u for v in holders.values() for u, _r, _e in v},
-    )
+    emails = _emails(session, {u for ps in people.values() for u in ps})
     out: dict[int, Recipients] = {}
     for m in messages:
         rec = Recipients()
         for org_id, roles in wanted[m.id or 0]:
             rec.orgs.add(org_id)
-            for uid, role, _email in holders.get(org_id, []):
+            for uid, role, email in holders.get(org_id, []):
                 if role in roles:
-                    rec.users[uid] = Person(uid, emails.get(uid))
+                    rec.users[uid] = Person(uid, email)
         for uid in people[m.id or 0]:
             if uid in emails:  # active users only
                 rec.users[uid] = Person(uid, emails.get(uid))
@@ -258,7 +254,8 @@ def _holders(session: Session, org_ids: set[int]) -> dict[int, list[tuple[int, R
 
 
 def _emails(session: Session, user_ids: set[int]) -> dict[int, str | None]:
-    """E-mail addresses of the active users among `user_ids` (inactive users are left out)."""
+    """E-mail addresses of the active users among `user_ids` (inactive users are left out);
+    for people named directly (requester, organiser), not through a grant."""
     if not user_ids:
         return {}
     rows = session.execute(

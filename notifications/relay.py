@@ -36,10 +36,10 @@ from sqlmodel import Session, col, select
 from notifications import channels
 from notifications.recipients import ESCALATIONS, resolve
 from notifications.render import Rendered, render
+from states import inbox
 from states.db import insert_ignoring_conflicts, unit_of_work
 from states.models import (
     Delivery,
-    InboxItem,
     Organisation,
     OrgChannel,
     OutboxMessage,
@@ -225,19 +225,17 @@ def plan(
                     }
                 )
 
+            inbox_rows += inbox.rows_for(
+                rec.user_ids(),
+                kind=row.event_kind,
+                title=msg.title,
+                body=msg.text,
+                run_id=row.run_id,
+                org_id=row.org_id,
+                outbox_id=rid,
+                now=now,
+            )
             for uid in rec.user_ids():
-                inbox_rows.append(
-                    {
-                        "user_id": uid,
-                        "outbox_id": rid,
-                        "kind": row.event_kind,
-                        "title": msg.title[:200],
-                        "body": msg.text[:4000],
-                        "run_id": row.run_id,
-                        "org_id": row.org_id,
-                        "created_at": now,
-                    }
-                )
                 add("inapp", f"user:{uid}", "sent")
             if email_on:
                 for addr in sorted(
@@ -251,7 +249,7 @@ def plan(
             for org_id in sorted(rec.orgs):
                 for ch in org_channels.get(org_id, []):
                     add(ch.kind, f"org_channel:{ch.id}")
-        _insert_ignore(s, InboxItem, inbox_rows)
+        inbox.insert_rows(s, inbox_rows)
         _insert_ignore(s, Delivery, deliveries)
     if report is not None and inbox_rows:
         report.sent["inapp"] += len(inbox_rows)

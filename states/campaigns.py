@@ -121,9 +121,7 @@ def launch_campaign(
     now = now or utcnow()
     tpl = get_template(template_key)
     root = get_org_by_code(session, root_code)
-    if actor is not None and not (
-        actor.holds_on(root.id or 0, LAUNCH_ROLES) or actor.holds_above(root.path, LAUNCH_ROLES)
-    ):
+    if actor is not None and not (actor.holds_here_or_above(root.id or 0, root.path, LAUNCH_ROLES)):
         if not actor.reaches(root.path):
             raise NotFound(f"组织编码不存在：{root_code}")
         raise Forbidden("只有组织员或管理员可以在本组织范围内发起活动")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from states.db import insert_ignoring_conflicts
 from states.errors import NotFound
 from states.models import InboxItem
 from states.timeutil import utcnow
@@ -26,8 +28,33 @@ def post(
     now: datetime | None = None,
 ) -> int:
     """Put one notice into each user's inbox; return how many rows were written."""
-    now = now or utcnow()
-    rows = [
+    rows = rows_for(
+        user_ids,
+        kind=kind,
+        title=title,
+        body=body,
+        run_id=run_id,
+        org_id=org_id,
+        outbox_id=outbox_id,
+        now=now or utcnow(),
+    )
+    insert_rows(session, rows)
+    return len(rows)
+
+
+def rows_for(
+    user_ids: Iterable[int],
+    *,
+    kind: str,
+    title: str,
+    body: str,
+    run_id: int | None,
+    org_id: int | None,
+    outbox_id: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Inbox rows for one notice, one per user (for `insert_rows`, which batches many)."""
+    return [
         {
             "user_id": uid,
             "kind": kind,
@@ -40,9 +67,12 @@ def post(
         }
         for uid in sorted(set(user_ids))
     ]
+
+
+def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert inbox rows in one statement; a notice already in a user's inbox is skipped."""
     if rows:
-        session.execute(insert(InboxItem), rows)
-    return len(rows)
+        session.execute(insert_ignoring_conflicts(session, InboxItem), rows)
 
 
 def list_for(

@@ -250,15 +250,6 @@ def save_template(
     return row
 
 
-def delete_template(session: Session, org: Organisation, event_kind: str) -> bool:
-    result = session.execute(
-        delete(NoticeTemplate).where(
-            col(NoticeTemplate.org_id) == org.id, col(NoticeTemplate.event_kind) == event_kind
-        )
-    )
-    return bool(getattr(result, "rowcount", 0))
-
-
 def template_for(session: Session, org_path: str, event_kind: str) -> str | None:
     """The nearest override (the organisation itself, then its ancestors) for `event_kind`."""
     paths = ancestor_paths(org_path, include_self=True)

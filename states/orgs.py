@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_
 from sqlmodel import Session, col, select
@@ -24,13 +25,17 @@ def path_codes(path: str) -> list[str]:
     return [c for c in path.split("/") if c]
 
 
-def subtree_filter(path: str, *, include_self: bool = True) -> ColumnElement[bool]:
-    """Return a range predicate on `Organisation.path` (btree-backed) for a subtree."""
+def subtree_filter(
+    path: str, *, include_self: bool = True, column: Any = None
+) -> ColumnElement[bool]:
+    """Return a range predicate (btree-backed) for a subtree, on `Organisation.path` or on
+    `column` (the path column of an alias)."""
+    column = col(Organisation.path) if column is None else column
     # Every descendant path starts with `path` (which ends in '/'); '0' sorts right after '/'.
     upper = path[:-1] + "0"
-    cond = and_(col(Organisation.path) >= path, col(Organisation.path) < upper)
+    cond = and_(column >= path, column < upper)
     if not include_self:
-        cond = and_(cond, col(Organisation.path) != path)
+        cond = and_(cond, column != path)
     return cond
 
 

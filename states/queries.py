@@ -146,7 +146,7 @@ def approval_inbox(
         conds.append(col(Request.current_approver_org_id).in_(direct))
     for g in actor.grants:
         if g.role == Role.ADMIN:
-            conds.append((approver.c.path > g.org_path) & (approver.c.path < g.org_path[:-1] + "0"))
+            conds.append(subtree_filter(g.org_path, include_self=False, column=approver.c.path))
     own_branches = [g.org_id for g in actor.grants if g.role == Role.SECRETARY]
     stmt: Any = (
         select(Request, Run, Organisation, Campaign)

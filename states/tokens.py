@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -161,19 +161,3 @@ def verify_login(
         return None
     session.execute(delete(LoginFailure).where(col(LoginFailure.username) == username))
     return user
-
-
-def live_token_count(session: Session, user_id: int, *, now: datetime | None = None) -> int:
-    """Return how many live tokens the user has (for tests and the admin view)."""
-    now = now or utcnow()
-    return int(
-        session.execute(
-            select(func.count())
-            .select_from(ApiToken)
-            .where(
-                ApiToken.user_id == user_id,
-                col(ApiToken.expires_at) > now,
-                col(ApiToken.revoked_at).is_(None),
-            )
-        ).scalar_one()
-    )

@@ -83,6 +83,10 @@ class Actor:
             for g in self.grants
         )
 
+    def holds_here_or_above(self, org_id: int, org_path: str, roles: frozenset[Role]) -> bool:
+        """Return whether one of `roles` is held on this organisation or an ancestor."""
+        return self.holds_on(org_id, roles) or self.holds_above(org_path, roles)
+
     def reach_filter(self) -> ColumnElement[bool]:
         """Return a SQL predicate on Organisation selecting every organisation in reach."""
         conds: list[ColumnElement[bool]] = []

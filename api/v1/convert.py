@@ -70,17 +70,13 @@ def timeline(tpl: Template, stage: str) -> list[S.StepOut]:
     return steps
 
 
-def _users(session: Session, ids: set[int]) -> dict[int, S.UserBrief]:
+def users_by_id(session: Session, ids: set[int]) -> dict[int, S.UserBrief]:
     if not ids:
         return {}
     rows = session.execute(
         select(User.id, User.display_name).where(col(User.id).in_(sorted(ids)))
     ).all()
     return {int(i): S.UserBrief(id=int(i), display_name=n) for i, n in rows}
-
-
-def users_by_id(session: Session, ids: set[int]) -> dict[int, S.UserBrief]:
-    return _users(session, ids)
 
 
 def requests_out(session: Session, reqs: Sequence[Request]) -> list[S.RequestOut]:
@@ -104,7 +100,7 @@ def requests_out(session: Session, reqs: Sequence[Request]) -> list[S.RequestOut
     user_ids = {r.requested_by for r in reqs} | {
         d.decided_by for ds in decisions.values() for d in ds
     }
-    users = _users(session, user_ids)
+    users = users_by_id(session, user_ids)
     unknown = S.UserBrief(id=0, display_name="（未知）")
     out = []
     for r in reqs:

@@ -16,14 +16,14 @@ from api.security import authenticated, roles
 from api.v1.orgs import visible_org
 from notifications.render import EVENT_KINDS, KIND_LABELS, SAMPLE, render, validate_override
 from states import notice_settings as ns
+from states.campaigns import LAUNCH_ROLES
 from states.errors import Forbidden, NotFound
-from states.models import Delivery, NoticeTemplate, Organisation, OutboxMessage, Role, User
+from states.models import Delivery, NoticeTemplate, Organisation, OutboxMessage, User
 from states.orgs import subtree_filter
 from states.users import Actor
 
 router = APIRouter(prefix="/api/v1", tags=["通知设置"])
-managers = roles(Role.ORGANISER, Role.ADMIN)
-MANAGE = frozenset({Role.ORGANISER, Role.ADMIN})
+managers = roles(*sorted(LAUNCH_ROLES))  # the organisers and admins who launch campaigns
 
 
 class ChannelIn(S.In):
@@ -111,7 +111,7 @@ class DeliveryOut(S.Out):
 
 def _manageable(s: Session, org_id: int, actor: Actor) -> Organisation:
     org = visible_org(s, org_id, actor)
-    if not (actor.holds_on(org.id or 0, MANAGE) or actor.holds_above(org.path, MANAGE)):
+    if not actor.holds_here_or_above(org.id or 0, org.path, LAUNCH_ROLES):
         raise Forbidden("只有本组织或上级的组织员、管理员可以管理通知设置")
     return org
 
