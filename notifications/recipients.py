@@ -58,6 +58,7 @@ RULES: dict[str, tuple[Audience, ...]] = {
     "extension_granted": _DECIDED,
     "run_sent_back": (Audience(Rel.BRANCH, LEADERS),),
     "reminder": (Audience(Rel.BRANCH, LEADERS),),
+    "phase_opened": (Audience(Rel.BRANCH, LEADERS),),
     "overdue": (
         Audience(Rel.BRANCH, LEADERS, 1),
         Audience(Rel.BRANCH_PARENT, COMMITTEE, 1),

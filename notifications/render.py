@@ -48,6 +48,7 @@ KIND_LABELS = {
     "overdue": "逾期与督办",
     "approval_sla": "审批超时",
     "bulletin": "简报",
+    "phase_opened": "阶段开始",
     "campaign_launched": "活动已发起",
     "test": "测试消息",
 }

@@ -438,3 +438,47 @@ class NoticeTemplate(SQLModel, table=True):
     source: str = Field(sa_type=String(8000), nullable=False)
     updated_by: int | None = Field(default=None, foreign_key="app_user.id")
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class TimerFired(SQLModel, table=True):
+    """A reminder, escalation or phase notice that has fired: its unique key makes it once, ever.
+
+    `kind` is reminder / overdue / approval_sla / phase_open; `level` is the reminder's offset in
+    days, the escalation level or the phase's position; `due` is the instant the timer chases (the
+    deadline; for an approval, when the wait began), so an extended deadline starts a new ladder
+    while no sweep, retried or concurrent, can fire the same one twice; `ref` tells approval steps
+    apart (`request/step`).
+    """
+
+    __tablename__ = "timer_fired"
+    __table_args__ = (
+        UniqueConstraint("run_id", "stage", "kind", "level", "due", "ref", name="uq_timer_fired"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", nullable=False)
+    stage: str = Field(sa_type=String(64), nullable=False)
+    kind: str = Field(sa_type=String(16), nullable=False)
+    level: int = Field(nullable=False)
+    due: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    ref: str = Field(default="", sa_type=String(32), nullable=False)
+    campaign_id: int = Field(foreign_key="campaign.id", nullable=False, index=True)
+    as_of: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    fired_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Bulletin(SQLModel, table=True):
+    """A committee's weekly bulletin (简报) for one campaign, with its public-notice list."""
+
+    __tablename__ = "bulletin"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "org_id", "period", name="uq_bulletin_period"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", nullable=False)
+    org_id: int = Field(foreign_key="organisation.id", nullable=False, index=True)
+    period: str = Field(sa_type=String(16), nullable=False)
+    as_of: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    data: dict[str, Any] = _json()
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -271,10 +271,14 @@ def _open_request(
     on_behalf: bool,
     comment: str | None,
     requested_deadline: datetime | None = None,
+    now: datetime | None = None,
 ) -> Request:
     """Insert a pending request at the first step of its approval chain."""
     chain = resolve_chain(session, ctx, kind)
+    now = now or utcnow()
     req = Request(
+        created_at=now,
+        submitted_at=now,
         run_id=ctx.run.id or 0,
         kind=kind,
         from_stage=ctx.run.stage,
@@ -298,8 +302,12 @@ def request_advance(
     actor: Actor,
     comment: str | None = None,
     expected_version: int | None = None,
+    now: datetime | None = None,
 ) -> Request:
-    """Ask to move the run to its next stage; 409 with every unmet requirement if not ready."""
+    """Ask to move the run to its next stage; 409 with every unmet requirement if not ready.
+
+    `now` (default: the clock) is when the request is made: approval SLAs count from it.
+    """
     ctx = load_run(session, run_id, actor)
     run = ctx.run
     if expected_version is not None and expected_version != run.version:
@@ -321,6 +329,7 @@ def request_advance(
         outcome.state,
         on_behalf,
         (comment or "").strip() or None,
+        now=now,
     )
     chain = req.chain
     _cas(session, run, pending_request_id=req.id)
@@ -442,7 +451,12 @@ def _check_approver(session: Session, req: Request, ctx: RunContext, actor: Acto
 
 
 def _decide(
-    session: Session, req: Request, actor: Actor, outcome: str, opinion: str | None
+    session: Session,
+    req: Request,
+    actor: Actor,
+    outcome: str,
+    opinion: str | None,
+    now: datetime | None = None,
 ) -> None:
     """Record one step's decision; the unique (request, step) key lets only one approver win."""
     try:  # no savepoint: a conflict aborts the whole unit of work anyway
@@ -454,7 +468,7 @@ def _decide(
                 decided_by=actor.user_id,
                 outcome=outcome,
                 opinion=opinion,
-                created_at=utcnow(),
+                created_at=now or utcnow(),
             )
         )
     except IntegrityError as exc:
@@ -513,7 +527,7 @@ def approve(
     req, ctx = _load_request(session, request_id, actor)
     _check_approver(session, req, ctx, actor)
     opinion = (opinion or "").strip() or None
-    _decide(session, req, actor, "approved", opinion)
+    _decide(session, req, actor, "approved", opinion, now)
     if req.step + 1 < len(req.chain):
         _forward(session, req, ctx, actor, opinion)
     elif req.kind == RequestKind.EXTENSION:
@@ -642,8 +656,8 @@ def return_request(
         raise InvalidInput("退回须填写意见", details=[{"field": "reason"}])
     req, ctx = _load_request(session, request_id, actor)
     _check_approver(session, req, ctx, actor)
-    _decide(session, req, actor, "returned", reason)
     now = now or utcnow()
+    _decide(session, req, actor, "returned", reason, now)
     _close(session, req, RequestStatus.RETURNED, now, reason)
     values: dict[str, Any] = {}
     if req.kind == RequestKind.ADVANCE:

@@ -36,6 +36,7 @@ TABLE: list[tuple[str, int, str, str, str, set[str], set[str]]] = [
     ("extension_granted", 0, "B", "S1", "S1", {"sec_s1", "com_s1"}, {"S1"}),
     ("run_sent_back", 0, "B", "S1", "S1", {"sec_s1", "com_s1"}, {"S1"}),
     ("reminder", 0, "B", "S1", "S1", {"sec_s1", "com_s1"}, {"S1"}),
+    ("phase_opened", 0, "B", "S1", "S1", {"sec_s1", "com_s1"}, {"S1"}),
     ("overdue", 1, "B", "S1", "S1", {"sec_s1", "com_s1", "com_g1"}, {"S1", "G1"}),
     ("overdue", 2, "B", "S1", "S1", {"sec_s1", "com_s1", "com_g1", "com_h1"}, {"S1", "G1", "H1"}),
     (

@@ -1,0 +1,227 @@
+"""Weekly bulletins (简报): per committee and campaign, progress per stage, overdue units, waiting
+approvals and the public-notice list (通报: units at escalation level 2 or more).
+
+Counting is set-based: one GROUP BY over a campaign's runs by (parent organisation, stage), then
+the counts are rolled up the tree in Python over the parents (committees), not over runs. A
+committee is any organisation inside the campaign's root subtree with runs below it. Each
+bulletin is stored once per (campaign, committee, ISO week) and sent as a `bulletin` notice in
+the same transaction; a retried or concurrent run stores and sends nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col
+
+from states.catalog import DONE, from_definition
+from states.machines import stage_label
+from states.models import Bulletin, Campaign, Organisation, OutboxMessage, Run, TemplateVersion
+from states.orgs import ancestor_paths, subtree_filter
+from states.timeutil import local_date, utcnow
+
+#: Names listed in one bulletin's 通报 list; the rest are counted.
+NOTICE_LIST_MAX = 30
+NOTICE_LEVEL = 2
+
+
+def period_of(as_of: datetime) -> tuple[str, str]:
+    """The ISO week of `as_of` in China: a key (`2026-W48`) and a label (`2026 年第 48 周`)."""
+    year, week, _ = local_date(as_of).isocalendar()
+    return f"{year}-W{week:02d}", f"{year} 年第 {week} 周"
+
+
+@dataclass
+class _Tally:
+    stages: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    overdue: int = 0
+    waiting: int = 0
+    notice: list[str] = field(default_factory=list)
+    notice_total: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.stages.values())
+
+
+def active_campaign_ids(session: Session) -> list[int]:
+    return list(
+        session.execute(
+            select(col(Campaign.id))
+            .where(col(Campaign.status) == "active")
+            .order_by(col(Campaign.id))
+        ).scalars()
+    )
+
+
+def tally(session: Session, campaign_id: int, as_of: datetime) -> dict[int, dict[str, Any]]:
+    """Every committee's bulletin data for one campaign at `as_of`: {org id: data}."""
+    camp, root_path, definition = session.execute(
+        select(Campaign, col(Organisation.path), col(TemplateVersion.definition))
+        .join(Organisation, col(Organisation.id) == col(Campaign.root_org_id))
+        .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
+        .where(col(Campaign.id) == campaign_id)
+    ).one()
+    tpl = from_definition(definition)
+    overdue = case(
+        (
+            (col(Run.deadline) < as_of) & (col(Run.stage) != DONE),
+            1,
+        ),
+        else_=0,
+    )
+    waiting = case((col(Run.pending_request_id).is_not(None), 1), else_=0)
+    groups = session.execute(
+        select(
+            col(Organisation.parent_id),
+            col(Run.stage),
+            func.count(),
+            func.sum(overdue),
+            func.sum(waiting),
+        )
+        .join(Organisation, col(Organisation.id) == col(Run.org_id))
+        .where(col(Run.campaign_id) == campaign_id)
+        .group_by(col(Organisation.parent_id), col(Run.stage))
+    ).all()
+    listed = session.execute(
+        select(col(Organisation.parent_id), col(Organisation.name))
+        .join(Run, col(Run.org_id) == col(Organisation.id))
+        .where(
+            col(Run.campaign_id) == campaign_id,
+            col(Run.escalation_level) >= NOTICE_LEVEL,
+            col(Run.stage) != DONE,
+        )
+        .order_by(col(Organisation.path))
+    ).all()
+
+    parent_ids = {p for p, *_ in groups if p is not None} | {p for p, _ in listed if p is not None}
+    if not parent_ids:
+        return {}
+    parent_paths: dict[int, str] = {
+        org_id: path
+        for org_id, path in session.execute(
+            select(col(Organisation.id), col(Organisation.path)).where(
+                col(Organisation.id).in_(sorted(parent_ids))
+            )
+        ).all()
+    }
+    # Committees: the parents and their ancestors, inside the campaign's root subtree.
+    wanted = {a for p in parent_paths.values() for a in ancestor_paths(p, include_self=True)}
+    committees = {
+        path: (org_id, name)
+        for org_id, path, name in session.execute(
+            select(col(Organisation.id), col(Organisation.path), col(Organisation.name)).where(
+                col(Organisation.path).in_(sorted(wanted)), subtree_filter(root_path)
+            )
+        ).all()
+    }
+    chains: dict[int, list[int]] = {}
+    for pid, path in parent_paths.items():
+        chains[pid] = [
+            committees[a][0] for a in ancestor_paths(path, include_self=True) if a in committees
+        ]
+
+    tallies: dict[int, _Tally] = defaultdict(_Tally)
+    for parent_id, stage, n, n_overdue, n_waiting in groups:
+        for org_id in chains.get(parent_id, []):
+            t = tallies[org_id]
+            t.stages[stage] += n
+            t.overdue += int(n_overdue or 0)
+            t.waiting += int(n_waiting or 0)
+    for parent_id, name in listed:
+        for org_id in chains.get(parent_id, []):
+            t = tallies[org_id]
+            t.notice_total += 1
+            if len(t.notice) < NOTICE_LIST_MAX:
+                t.notice.append(name)
+
+    names = {org_id: name for org_id, name in committees.values()}
+    _, label = period_of(as_of)
+    out: dict[int, dict[str, Any]] = {}
+    for org_id, t in tallies.items():
+        done = t.stages.get(DONE, 0)
+        total = t.total
+        notice_list = list(t.notice)
+        if t.notice_total > len(notice_list):
+            notice_list.append(f"等 {t.notice_total} 个单位")
+        out[org_id] = {
+            "campaign_id": campaign_id,
+            "campaign": camp.name,
+            "org_name": names[org_id],
+            "period": label,
+            "total": total,
+            "done": done,
+            "percent_done": round(100.0 * done / total, 1) if total else 0.0,
+            "overdue": t.overdue,
+            "waiting": t.waiting,
+            "stages": [
+                {"id": s, "name": stage_label(tpl, s), "runs": t.stages.get(s, 0)}
+                for s in [*tpl.stage_ids, DONE]
+            ],
+            "notice_list": notice_list,
+            "notice_count": t.notice_total,
+        }
+    return out
+
+
+def publish(session: Session, campaign_id: int, as_of: datetime) -> int:
+    """Store and send this week's bulletins of one campaign; return how many were new."""
+    data = tally(session, campaign_id, as_of)
+    if not data:
+        return 0
+    period, _ = period_of(as_of)
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    stored = session.execute(
+        ins(Bulletin)
+        .values(
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "org_id": org_id,
+                    "period": period,
+                    "as_of": as_of,
+                    "data": payload,
+                    "created_at": now,
+                }
+                for org_id, payload in sorted(data.items())
+            ]
+        )
+        .on_conflict_do_nothing()
+        .returning(col(Bulletin.org_id))
+    ).scalars()
+    new = sorted(stored)
+    if new:
+        session.execute(
+            insert(OutboxMessage),
+            [
+                {
+                    "dedupe_key": f"bulletin:{campaign_id}:{org_id}:{period}",
+                    "event_kind": "bulletin",
+                    "run_id": None,
+                    "org_id": org_id,
+                    "payload": data[org_id],
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+                for org_id in new
+            ],
+        )
+    return len(new)
+
+
+def latest(session: Session, org_id: int, campaign_id: int | None = None) -> Bulletin | None:
+    """The newest stored bulletin of a committee (of one campaign, if given)."""
+    stmt = select(Bulletin).where(col(Bulletin.org_id) == org_id)
+    if campaign_id is not None:
+        stmt = stmt.where(col(Bulletin.campaign_id) == campaign_id)
+    return session.execute(stmt.order_by(col(Bulletin.as_of).desc()).limit(1)).scalars().first()
