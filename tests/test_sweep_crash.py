@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from states.models import OutboxMessage, TimerFired
-from tests.test_timers import START, Sim, at
+from tests.test_timers import Sim, at
 from workflows import jobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def test_two_sweeps_at_once_fire_each_notice_once(pg_engine: Engine, tmp_path: P
     time.sleep(1.0)  # both connected and waiting
     go.touch()
     outputs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outputs, strict=True):
+    for p, (_out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
     fired = [int(out.strip()) for out, _ in outputs]
     assert sum(fired) == 50  # every run once, split between the two sweeps
@@ -131,4 +131,3 @@ def test_a_sweep_killed_half_way_completes_on_rerun(engine: Engine) -> None:
     assert report.counts == {"overdue_L1": 40}
     assert _counts(engine) == (50, 50, 50)
     assert jobs.sweep(engine, "deadline_sweep", AS_OF).total == 0
-    assert START < AS_OF.date()
