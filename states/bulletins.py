@@ -29,6 +29,8 @@ from states.timeutil import local_date, utcnow
 #: Names listed in one bulletin's 通报 list; the rest are counted.
 NOTICE_LIST_MAX = 30
 NOTICE_LEVEL = 2
+#: Bulletins stored per statement.
+CHUNK = 1000
 
 
 def period_of(as_of: datetime) -> tuple[str, str]:
@@ -179,24 +181,25 @@ def publish(session: Session, campaign_id: int, as_of: datetime) -> int:
     now = utcnow()
     dialect = session.get_bind().dialect.name
     ins = pg_insert if dialect == "postgresql" else sqlite_insert
-    stored = session.execute(
-        ins(Bulletin)
-        .values(
-            [
-                {
-                    "campaign_id": campaign_id,
-                    "org_id": org_id,
-                    "period": period,
-                    "as_of": as_of,
-                    "data": payload,
-                    "created_at": now,
-                }
-                for org_id, payload in sorted(data.items())
-            ]
-        )
-        .on_conflict_do_nothing()
-        .returning(col(Bulletin.org_id))
-    ).scalars()
+    rows = [
+        {
+            "campaign_id": campaign_id,
+            "org_id": org_id,
+            "period": period,
+            "as_of": as_of,
+            "data": payload,
+            "created_at": now,
+        }
+        for org_id, payload in sorted(data.items())
+    ]
+    stored: list[int] = []
+    for start in range(0, len(rows), CHUNK):
+        stored += session.execute(
+            ins(Bulletin)
+            .values(rows[start : start + CHUNK])
+            .on_conflict_do_nothing()
+            .returning(col(Bulletin.org_id))
+        ).scalars()
     new = sorted(stored)
     if new:
         session.execute(
