@@ -251,8 +251,10 @@ def test_robot_rate_limit_and_throttle(world: World) -> None:
 def test_quiet_hours_hold_robots_but_not_escalations(world: World) -> None:
     w = world
     _skip_launch_notice(w)
-    # 23:00 in Shanghai is 15:00 UTC.
+    # 23:00 in Shanghai is 15:00 UTC: the next one, so the notices are already due then.
     night = utcnow().replace(hour=15, minute=0, second=0, microsecond=0)
+    if night <= utcnow():
+        night += timedelta(days=1)
     with RobotServer("webhook") as hook, RobotServer("wecom", key="wecom-key-2") as wecom:
         _channel(w, "S1", "wecom", wecom.url, quiet_hours="22:00-07:30")
         _channel(w, "S1", "webhook", hook.url)  # webhooks are for machines: no quiet hours
