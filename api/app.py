@@ -9,13 +9,12 @@ import json
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.engine import Engine
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors
+from api import errors, web
 from api.security import access_of, describe_access, public
 from api.v1 import (
     auth,
@@ -132,9 +131,8 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         """服务在运行即返回 ok。"""
         return {"status": "ok"}
 
-    @app.get("/", include_in_schema=False)
-    def root(_: None = Depends(public)) -> RedirectResponse:
-        return RedirectResponse("/docs")
+    # The pages (工作台 at `/`, log-in, runs, approvals, dashboards): same services, same reach.
+    web.install(app)
 
     _document_access(app.router.routes)
     app.add_middleware(BodyLimit)

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, func, or_
+from sqlalchemy import ColumnElement, and_, false, func, or_
 from sqlmodel import Session, col, select
 
+from states.catalog import DONE
 from states.errors import NotFound
 from states.models import (
     SUBTREE_ROLES,
@@ -60,8 +61,8 @@ def visible_campaign(
     return campaign, root, scope
 
 
-def _scope_filter(scope: Sequence[str]) -> ColumnElement[bool]:
-    return or_(*(subtree_filter(p) for p in scope)) if scope else false()
+def _scope_filter(scope: Sequence[str], column: Any = None) -> ColumnElement[bool]:
+    return or_(*(subtree_filter(p, column=column) for p in scope)) if scope else false()
 
 
 def campaigns_for(
@@ -199,3 +200,104 @@ def org_page(
         stmt.order_by(col(Organisation.path)).limit(limit).offset(offset)
     ).scalars()
     return list(rows), int(total)
+
+
+def narrow_scope(scope: Sequence[str], path: str) -> list[str]:
+    """Return the part of a campaign scope inside the subtree at `path` (scope ∩ subtree)."""
+    if any(is_within(path, p) for p in scope):
+        return [path]
+    return [p for p in scope if is_within(p, path)]
+
+
+@dataclass(frozen=True)
+class ChildProgress:
+    """One child organisation's runs in a campaign: counts per stage, total and done."""
+
+    org: Organisation
+    stages: dict[str, int]
+    total: int
+    done: int
+
+    @property
+    def percent_done(self) -> float:
+        return round(100.0 * self.done / self.total, 1) if self.total else 0.0
+
+
+def progress_by_child(
+    session: Session, campaign: Campaign, scope: Sequence[str], parent: Organisation
+) -> list[ChildProgress]:
+    """Return, per direct child of `parent`, the campaign's runs in scope under it, by stage.
+
+    One grouped query: each child's subtree is a range of paths (as in `subtree_filter`, the
+    upper bound is the path with its final '/' replaced by '0'), so the join walks the path index
+    once per child. Children with no run in scope are left out; order is by child path.
+    """
+    child = Organisation.__table__.alias("child")  # type: ignore[attr-defined]
+    unit = Organisation.__table__.alias("unit")  # type: ignore[attr-defined]
+    upper = func.substr(child.c.path, 1, func.length(child.c.path) - 1).concat("0")
+    rows = session.execute(
+        select(child.c.id, Run.stage, func.count())
+        .select_from(Run)
+        .join(unit, unit.c.id == col(Run.org_id))
+        .join(
+            child,
+            and_(
+                child.c.parent_id == parent.id,
+                unit.c.path >= child.c.path,
+                unit.c.path < upper,
+            ),
+        )
+        .where(
+            Run.campaign_id == campaign.id,
+            _scope_filter(scope, unit.c.path),
+            subtree_filter(parent.path, include_self=False, column=unit.c.path),
+        )
+        .group_by(child.c.id, Run.stage)
+    ).all()
+    counts: dict[int, dict[str, int]] = {}
+    for child_id, stage, n in rows:
+        counts.setdefault(int(child_id), {})[stage] = int(n)
+    if not counts:
+        return []
+    orgs = session.execute(
+        select(Organisation)
+        .where(col(Organisation.id).in_(sorted(counts)))
+        .order_by(col(Organisation.path))
+    ).scalars()
+    return [
+        ChildProgress(
+            org=o,
+            stages=counts[o.id or 0],
+            total=sum(counts[o.id or 0].values()),
+            done=counts[o.id or 0].get(DONE, 0),
+        )
+        for o in orgs
+    ]
+
+
+def overdue_runs(
+    session: Session,
+    campaign: Campaign,
+    scope: Sequence[str],
+    *,
+    now: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[tuple[Run, Organisation]], int]:
+    """Return a page of the campaign's runs in scope past their deadline, most overdue first."""
+    now = now or utcnow()
+    stmt = (
+        select(Run, Organisation)
+        .join(Organisation, col(Organisation.id) == col(Run.org_id))
+        .where(
+            Run.campaign_id == campaign.id,
+            _scope_filter(scope),
+            col(Run.deadline) < now,
+            col(Run.completed_at).is_(None),
+        )
+    )
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = session.execute(
+        stmt.order_by(col(Run.deadline), col(Organisation.path)).limit(limit).offset(offset)
+    ).all()
+    return [(r, o) for r, o in rows], int(total)

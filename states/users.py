@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import bcrypt
-from sqlalchemy import ColumnElement, false, or_
+from sqlalchemy import ColumnElement, false, func, or_
 from sqlmodel import Session, col, select
 
 from states import audit
@@ -182,3 +182,63 @@ def grant_role(
 def get_user_by_username(session: Session, username: str) -> User | None:
     """Return the user with `username`, or None."""
     return session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+
+
+#: Roles that manage users and grants in their subtree.
+MANAGE_ROLES = frozenset({Role.ORGANISER, Role.ADMIN})
+
+
+def manageable_roles(actor: Actor, org: Organisation) -> list[Role]:
+    """Return the roles `actor` may grant or revoke on `org` (none if she does not manage it).
+
+    Admins here or above manage every role; organisers every role but admin, so an organiser
+    can never make anyone (herself included) an admin.
+    """
+    if actor.holds_here_or_above(org.id or 0, org.path, frozenset({Role.ADMIN})):
+        return list(Role)
+    if actor.holds_here_or_above(org.id or 0, org.path, frozenset({Role.ORGANISER})):
+        return [r for r in Role if r != Role.ADMIN]
+    return []
+
+
+@dataclass(frozen=True)
+class GrantRow:
+    """A grant with its user and organisation, for listings."""
+
+    grant: Grant
+    user: User
+    org: Organisation
+
+
+def grants_in_subtree(
+    session: Session, org: Organisation, *, limit: int = 100, offset: int = 0
+) -> tuple[list[GrantRow], int]:
+    """Return a page of the grants on `org` and its subtree (path, then user name) and a count."""
+    stmt = (
+        select(Grant, User, Organisation)
+        .join(User, col(User.id) == col(Grant.user_id))
+        .join(Organisation, col(Organisation.id) == col(Grant.org_id))
+        .where(subtree_filter(org.path))
+    )
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = session.execute(
+        stmt.order_by(col(Organisation.path), col(User.username), col(Grant.role))
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [GrantRow(g, u, o) for g, u, o in rows], int(total)
+
+
+def revoke_grant(session: Session, *, grant: Grant, actor_id: int | None = None) -> None:
+    """Delete a grant and record it in the audit log (the caller checked the right to)."""
+    org = session.get(Organisation, grant.org_id)
+    user = session.get(User, grant.user_id)
+    data = {
+        "user_id": grant.user_id,
+        "username": user.username if user else None,
+        "org": org.code if org else None,
+        "role": grant.role,
+    }
+    session.delete(grant)
+    session.flush()
+    audit.append(session, stream="user", action="grant.revoked", actor_id=actor_id, data=data)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -21,6 +23,7 @@ from sqlmodel import Session
 from states.db import make_engine
 from states.migrate import upgrade
 from tests import pgcluster
+from tests.browser import browser, live_world, page  # noqa: F401  (shared browser fixtures)
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -140,3 +143,10 @@ def world(engine: Engine) -> Iterator[object]:
     w = build_world(engine)
     with w.client:
         yield w
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say at the end of the run when the browser tests were skipped (see tests/browser.py)."""
+    plumbing = sys.modules.get("tests.browser")
+    if plumbing is not None:
+        plumbing.pytest_terminal_summary(terminalreporter, exitstatus, config)

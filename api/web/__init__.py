@@ -1,0 +1,28 @@
+"""Server-rendered pages (Jinja2, Chinese) beside the JSON API: same services, same reach.
+
+`install(app)` mounts the static files and every page router. Page modules:
+
+* `session`   – cookie sessions, CSRF, `page_actor`, `render`, flash messages (shared plumbing)
+* `auth`      – /login, /logout
+* `desk`      – / (工作台)
+* `runs`      – /runs/{id} and its forms
+* `approvals` – /approvals
+* `dashboard` – /campaigns, /campaigns/{id}
+* `launch`    – /campaigns/new
+* `orgs`      – /orgs, /orgs/{id}, import, users and grants
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.web import approvals, auth, dashboard, desk, launch, orgs, runs, session
+
+PAGES = (auth, desk, runs, approvals, dashboard, launch, orgs)
+
+
+def install(app: FastAPI) -> None:
+    """Mount `/static` and include every page router (call from `create_app`)."""
+    session.install(app)
+    for module in PAGES:
+        app.include_router(module.router)

@@ -1,0 +1,151 @@
+"""工作台 (`/`): my runs with progress and deadline, my approval inbox, my unread notices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlmodel import Session, col, select
+
+from api.deps import IdPath
+from api.web import session as web
+from api.web.runs import Badge, Opinion, Progress, deadline_badge, last_return, progress
+from states import inbox, runs
+from states.campaigns import template_by_digest
+from states.catalog import DONE
+from states.db import read_session, unit_of_work
+from states.models import Campaign, Organisation, Role, Run, TemplateVersion
+from states.queries import approval_inbox
+from states.runs import ACT_ROLES, RunContext
+from states.timeutil import utcnow
+from states.users import Actor
+from states.workcal import WorkCalendar, load_calendar
+
+router = APIRouter(include_in_schema=False)
+
+#: The desk shows at most this many runs, approvals and notices (each list links onwards).
+DESK_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class RunCard:
+    id: int
+    org_name: str
+    campaign_name: str
+    stage_name: str
+    progress: Progress
+    badge: Badge
+    needs: list[str]
+    pending: bool
+    returned: Opinion | None
+    done: bool
+
+
+@dataclass(frozen=True)
+class ApprovalLine:
+    request_id: int
+    run_id: int
+    org_name: str
+    campaign_name: str
+    kind: str
+    stage_name: str
+    submitted_at: datetime
+    badge: Badge
+
+
+def my_runs(session: Session, actor: Actor, now: datetime, cal: WorkCalendar) -> list[RunCard]:
+    """The runs of the organisations where the actor acts herself (secretary or their own)."""
+    own = sorted({g.org_id for g in actor.grants if g.role in ACT_ROLES})
+    if not own:
+        return []
+    rows = session.execute(
+        select(Run, Organisation, Campaign, TemplateVersion.digest)
+        .join(Organisation, col(Organisation.id) == col(Run.org_id))
+        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+        .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
+        .where(col(Run.org_id).in_(own))
+        .order_by(col(Run.completed_at).is_not(None), col(Run.deadline), col(Run.id))
+        .limit(DESK_LIMIT)
+    ).all()
+    cards = []
+    for run, org, campaign, digest in rows:
+        tpl = template_by_digest(session, campaign.template_version_id, digest)
+        ctx = RunContext(run, campaign, org, tpl)
+        needs = [c.reason for c in runs.checklist(session, ctx) if not c.met]
+        cards.append(
+            RunCard(
+                id=run.id or 0,
+                org_name=org.name,
+                campaign_name=campaign.name,
+                stage_name=tpl.stage_name(run.stage),
+                progress=progress(tpl, run.stage),
+                badge=deadline_badge(run, now, cal),
+                needs=needs,
+                pending=run.pending_request_id is not None,
+                returned=last_return(session, run),
+                done=run.stage == DONE,
+            )
+        )
+    return cards
+
+
+def my_approvals(
+    session: Session, actor: Actor, now: datetime, cal: WorkCalendar
+) -> tuple[list[ApprovalLine], int]:
+    rows, total = approval_inbox(session, actor, limit=DESK_LIMIT)
+    lines = []
+    for row in rows:
+        version = session.get(TemplateVersion, row.campaign.template_version_id)
+        assert version is not None
+        tpl = template_by_digest(session, version.id or 0, version.digest)
+        req = row.request
+        lines.append(
+            ApprovalLine(
+                request_id=req.id or 0,
+                run_id=row.run.id or 0,
+                org_name=row.org.name,
+                campaign_name=row.campaign.name,
+                kind="延期申请" if req.kind == "extension" else "推进申请",
+                stage_name=tpl.stage_name(req.from_stage),
+                submitted_at=req.submitted_at,
+                badge=deadline_badge(row.run, now, cal),
+            )
+        )
+    return lines, total
+
+
+def is_approver(actor: Actor) -> bool:
+    return actor.has_role(Role.COMMITTEE) or actor.has_role(Role.ADMIN)
+
+
+@router.get("/")
+def desk(request: Request, actor: Actor = Depends(web.page_actor)) -> Response:
+    now = utcnow()
+    ctx: dict[str, Any] = {}
+    with read_session(request.app.state.engine) as s:
+        cal = load_calendar(s)
+        ctx["runs"] = my_runs(s, actor, now, cal)
+        ctx["approver"] = is_approver(actor)
+        ctx["approvals"], ctx["approvals_total"] = (
+            my_approvals(s, actor, now, cal) if ctx["approver"] else ([], 0)
+        )
+        notices, _, unread = inbox.list_for(s, actor.user_id, unread_only=True, limit=DESK_LIMIT)
+        ctx["notices"], ctx["unread"] = notices, unread
+        ctx["overseer"] = any(
+            actor.has_role(r) for r in (Role.COMMITTEE, Role.ORGANISER, Role.ADMIN, Role.SUPERVISOR)
+        )
+        return web.render(request, "desk.html", ctx)  # inside: the rows expire on close
+
+
+@router.post("/notices/{notification_id}/read", dependencies=[Depends(web.csrf_protect)])
+def mark_read(
+    notification_id: IdPath, request: Request, actor: Actor = Depends(web.page_actor)
+) -> Response:
+    """Mark one of my notices read (someone else's looks missing: the 404 page)."""
+    with unit_of_work(request.app.state.engine) as s:
+        inbox.mark_read(s, user_id=actor.user_id, item_id=notification_id)
+    web.flash(request, "已标记为已读", "info")
+    return web.redirect("/#notices")
