@@ -9,4 +9,8 @@ export DANGJIAN_BASE_URL="${DANGJIAN_BASE_URL:-http://127.0.0.1:${PORT:-8000}}"
 .venv/bin/dangjian demo
 .venv/bin/dangjian campaign status 1
 .venv/bin/dangjian notify send-pending --all  # the demo's notices into the in-app inboxes
-exec .venv/bin/dangjian serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
+# With the worker (a local Prefect server, started and stopped with it: reminders, escalations
+# and deliveries run on their own); DANGJIAN_NO_WORKER=1 serves the API alone.
+WORKER_FLAG="--with-worker"
+if [ "${DANGJIAN_NO_WORKER:-}" = "1" ]; then WORKER_FLAG=""; fi
+exec .venv/bin/dangjian serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" ${WORKER_FLAG}
