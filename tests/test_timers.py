@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from notifications.recipients import resolve
-from states import runs
+from states import runs, timers
 from states.campaigns import launch_campaign
 from states.catalog import DONE, ReviewPresent, builtin_templates
 from states.demo import REVIEW, sample_evidence
@@ -381,3 +381,40 @@ def test_a_year_without_calendar_data_warns_and_still_sweeps(engine: Engine, yea
     report = jobs.sweep(engine, "deadline_sweep", at(date(year, 3, 3), 9))
     assert any(f"{year} 年" in w for w in report.warnings)
     assert report.counts == {"overdue_L1": len(sim.run_of)}
+
+
+@pytest.mark.postgres_only
+def test_notices_built_in_sql_equal_the_python_ones(pg_engine: Engine) -> None:
+    """On PostgreSQL reminders and escalations are built in one SQL statement; their rows must be
+    exactly those `outbox_rows` builds in Python (the SQLite path) for the same timers."""
+    sim = Sim.build(pg_engine)
+    with Session(pg_engine) as s:  # a spread of deadlines: reminders and all three levels
+        for i, run_id in enumerate(sorted(sim.run_of.values())):
+            deadline = at(date(2026, 3, 2) + timedelta(days=i % 25), 23)
+            s.execute(update(Run).where(col(Run.id) == run_id).values(deadline=deadline))
+        s.commit()
+    as_of = at(date(2026, 3, 20), 9)
+    report = jobs.sweep(pg_engine, "deadline_sweep", as_of)
+    assert {k.split("_L")[0] for k in report.counts} == {"reminder", "overdue"}
+    assert len({k for k in report.counts if k.startswith("overdue")}) == 3
+    with Session(pg_engine) as s:
+        stored = {
+            m.dedupe_key: (m.event_kind, m.run_id, m.org_id, m.payload)
+            for m in s.execute(select(OutboxMessage)).scalars()
+            if m.event_kind in ("reminder", "overdue")
+        }
+        timers_rows = list(s.execute(select(TimerFired)).scalars())
+        rebuilt = {}
+        for t in timers_rows:
+            window = timers.Window(t.kind, t.level, (sim.campaign_id,), t.due)
+            for row in timers.outbox_rows(
+                s, window, as_of, [timers.Fired(t.run_id, t.stage, t.due, t.ref)]
+            ):
+                rebuilt[row["dedupe_key"]] = (
+                    row["event_kind"],
+                    row["run_id"],
+                    row["org_id"],
+                    row["payload"],
+                )
+    assert len(stored) == len(timers_rows) == report.total
+    assert stored == rebuilt
