@@ -495,6 +495,7 @@ def test_forms_without_csrf_are_refused_and_write_nothing(world: World) -> None:
 
 # --------------------------------------------------------------------------- in a browser
 
+
 def _phone(chromium: Browser) -> BrowserContext:
     return chromium.new_context(
         viewport=PHONE,
