@@ -121,12 +121,15 @@ def _common(plan: Plan) -> dict[str, Any]:
 
 def deployments() -> list[RunnerDeployment]:
     """One deployment per flow, with its schedule, for `serve` (module entrypoints)."""
-    # Prefect's sync/async dual methods are typed as "value or coroutine": here, called from
-    # sync code, they return the value.
+    # Prefect's sync/async dual methods return a coroutine when they see a running event loop
+    # in the thread (another library's, e.g. Playwright's sync API): `_sync=True` always asks for
+    # the value.
     return [
         cast(
             "RunnerDeployment",
-            flow_of(p.flow).to_deployment(**_common(p), entrypoint_type=EntrypointType.MODULE_PATH),
+            flow_of(p.flow).to_deployment(  # type: ignore[call-arg]  # async_dispatch's _sync
+                **_common(p), entrypoint_type=EntrypointType.MODULE_PATH, _sync=True
+            ),
         )
         for p in plans()
     ]
@@ -159,9 +162,12 @@ def deploy_to_pool(
     done: list[tuple[str, UUID]] = []
     for p in plans():
         remote = cast(
-            "Flow[..., Any]", flow_of(p.flow).from_source(src, f"workflows/flows.py:{p.flow}")
+            "Flow[..., Any]",
+            flow_of(p.flow).from_source(  # type: ignore[call-arg]
+                src, f"workflows/flows.py:{p.flow}", _sync=True
+            ),
         )
-        deployment_id = remote.deploy(
+        deployment_id = remote.deploy(  # type: ignore[call-arg]
             **_common(p),
             work_pool_name=pool,
             work_queue_name=work_queue,
@@ -169,6 +175,7 @@ def deploy_to_pool(
             push=False,
             print_next_steps=False,
             ignore_warnings=True,
+            _sync=True,
         )
         done.append((f"{p.flow}/{DEPLOYMENT_NAME}", cast("UUID", deployment_id)))
     return done
