@@ -400,10 +400,9 @@ def redirect(url: str) -> RedirectResponse:
 def error_page(
     request: Request, status_code: int, title: str, message: str, reasons: list[str] | None = None
 ) -> HTMLResponse:
-    name = {404: "404.html", 403: "403.html"}.get(status_code, "error.html")
     return render(
         request,
-        name,
+        "error.html",
         {"title": title, "message": message, "reasons": reasons or [], "status": status_code},
         status_code=status_code,
     )
