@@ -23,6 +23,7 @@ from states.tokens import issue_token
 from states.users import hash_password, load_actor
 from tests.api_world import World
 from tests.browser import PHONE, LiveWorld, login, shot
+from workflows import jobs
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -140,6 +141,25 @@ def test_dashboard_counts_equal_the_campaign_status_for_each_scope(world: World)
     page = browser_of(world, "com_h1").get(f"/campaigns/{world.campaign_id}")
     assert "33.3%" in page.text
     assert 'data-stage="pledge"' in page.text and "1 个单位" in page.text
+
+
+def test_dashboard_shows_the_committees_latest_bulletin(world: World) -> None:
+    url = f"/campaigns/{world.campaign_id}"
+    assert 'id="bulletin"' not in browser_of(world, "com_h1").get(url).text
+    with Session(world.engine) as s:
+        s.execute(
+            update(Run)
+            .where(col(Run.id) == world.runs["S3"])
+            .values(escalation_level=2, deadline=utcnow() - timedelta(days=9))
+        )
+        s.commit()
+    assert jobs.weekly_bulletin(world.engine, utcnow()).total == 4  # B, H1, G1 and H2
+    h1 = browser_of(world, "com_h1").get(url).text
+    assert 'id="bulletin"' in h1
+    assert "共 3 个单位" in h1 and "逾期 1 个" in h1  # H1's subtree: S1, S2, S3
+    assert "通报名单</strong>（二级及以上督办）：第一医院机关党支部" in h1
+    g1 = browser_of(world, "com_g1").get(url).text
+    assert "共 2 个单位" in g1 and "本期没有需要通报的单位" in g1
 
 
 def test_campaign_list_shows_what_i_see(world: World) -> None:

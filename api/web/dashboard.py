@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from api.deps import MAX_ID, IdPath, engine_of
 from api.diagram import template_svg
 from api.web.session import not_found, page_actor, render
+from states import bulletins
 from states.campaigns import LAUNCH_ROLES, CampaignStatus, campaign_status, campaign_template
 from states.catalog import DONE, Template
 from states.db import read_session
@@ -143,7 +144,8 @@ def campaign_page(
     actor: Annotated[Actor, Depends(page_actor)],
     org: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> HTMLResponse:
-    """Counts per stage (chart and state diagram), share done, drill-down, overdue list."""
+    """Counts per stage (chart and state diagram), share done, drill-down, overdue list, and the
+    latest stored weekly bulletin of the organisation in focus."""
     with read_session(engine_of(request)) as s:
         try:
             campaign, root, scope = visible_campaign(s, campaign_id, actor)
@@ -160,6 +162,7 @@ def campaign_page(
             for a in reversed(ancestors(s, focus))
             if is_within(a.path, root.path) and actor.reaches(a.path)
         ]
+        bulletin = bulletins.latest(s, focus.id or 0, campaign.id)
         counts = {st.stage: st.runs for st in status.stages}
         biggest = max([st.runs for st in status.stages] + [1])
         return render(
@@ -184,5 +187,6 @@ def campaign_page(
                 "overdue": overdue,
                 "overdue_total": overdue_total,
                 "overdue_page": OVERDUE_PAGE,
+                "bulletin": bulletin,
             },
         )
