@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from states import inbox, runs
+from states.catalog import get_template
+from states.demo import sample_evidence
 from states.models import ApiToken, Evidence, InboxItem, LoginFailure, Request, Run
 from states.timeutil import end_of_local_day, local_date, utcnow
 from tests.api_world import MEETING, World
@@ -286,6 +288,40 @@ def test_return_then_approve_from_the_inbox(world: World) -> None:
     page = com.get(f"/runs/{run_id}").text
     assert '<li class="current" aria-current="step">公开承诺</li>' in page
     assert "已同意「内科第一党支部」的申请" in page
+
+
+def test_a_return_may_send_the_run_back_to_an_earlier_stage(world: World) -> None:
+    w = world
+    sec = web_user(w.client.app, "sec_s1")
+    com = web_user(w.client.app, "com_g1")
+    run_id = w.runs["S1"]
+    sec.post(f"/runs/{run_id}/evidence", MEETING_FORM)
+    sec.post(f"/runs/{run_id}/advance", {})
+    with Session(w.engine) as s:
+        first = s.execute(select(Request.id)).scalar_one()
+    com.post(f"/approvals/{first}/approve", {})
+    tpl = get_template("chuangxian_zhengyou")
+    with Session(w.engine) as s:  # the pledge stage's evidence, recorded directly
+        for kind, data in sample_evidence(tpl, tpl.stage("pledge"), 3):
+            runs.record_evidence(s, run_id=run_id, actor=w.actors["sec_s1"], kind=kind, data=data)
+        s.commit()
+    sec.post(f"/runs/{run_id}/advance", {})
+    with Session(w.engine) as s:
+        second = max(s.execute(select(Request.id)).scalars())
+    inbox_page = com.get("/approvals").text
+    assert '<option value="mobilize">退回到「宣传发动」</option>' in inbox_page
+    before = snapshot(w.engine)
+    bad = com.post(f"/approvals/{second}/return", {"reason": "重做", "to_stage": "commend"})
+    assert bad.status_code == 422 and "只能退回到此前的阶段" in bad.text
+    assert snapshot(w.engine) == before
+    resp = com.post(
+        f"/approvals/{second}/return", {"reason": "动员大会记录不全", "to_stage": "mobilize"}
+    )
+    assert resp.status_code == 303
+    with Session(w.engine) as s:
+        run = s.get_one(Run, run_id)
+        assert run.stage == "mobilize" and run.pending_request_id is None
+    assert "进程已退回到「宣传发动」" in com.get("/approvals").text
 
 
 def test_the_desk_shows_runs_deadlines_and_unread_notices(world: World) -> None:

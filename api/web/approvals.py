@@ -64,6 +64,8 @@ class ApprovalCard:
     badge: Badge
     checklist: list[RequirementStatus]
     evidence: list[EvidenceView]
+    #: Stages before the one the request leaves: a return may also send the run back to one.
+    earlier: list[tuple[str, str]] = field(default_factory=list)
     form: dict[str, str] = field(default_factory=dict)
 
 
@@ -102,9 +104,15 @@ def inbox_cards(session: Session, actor: Actor) -> tuple[list[ApprovalCard], int
                 badge=deadline_badge(row.run, now, cal),
                 checklist=checklist,
                 evidence=evidence_views(session, tpl, items),
+                earlier=_earlier(tpl, req.from_stage) if req.kind == "advance" else [],
             )
         )
     return cards, total
+
+
+def _earlier(tpl: Any, stage: str) -> list[tuple[str, str]]:
+    ids = tpl.stage_ids
+    return [(sid, tpl.stage_name(sid)) for sid in ids[: ids.index(stage)]] if stage in ids else []
 
 
 def render_inbox(
@@ -178,25 +186,34 @@ def return_request(
     form: dict[str, str] = Depends(web.form_fields),
 ) -> Response:
     reason = form.get("reason", "").strip()
+    to_stage = form.get("to_stage", "").strip() or None
     next_url = web.safe_next(form.get("next"), "/approvals")
+    with read_session(request.app.state.engine) as s:
+        req = runs.load_request(s, request_id, actor)  # out of reach: the 404 page
+        tpl = runs.load_run(s, req.run_id, actor).tpl
+        earlier = [sid for sid, _ in _earlier(tpl, req.from_stage)] if req.kind == "advance" else []
     problem = (
         "退回须填写意见"
         if not reason
         else f"最多 {MAX_OPINION} 字"
         if len(reason) > MAX_OPINION
+        else "只能退回到此前的阶段"
+        if to_stage is not None and to_stage not in earlier
         else None
     )
     if problem:
-        with read_session(request.app.state.engine) as s:
-            runs.load_request(s, request_id, actor)  # out of reach: the 404 page
-        forms = {request_id: {"reason": reason, "reason_error": problem}}
+        forms = {
+            request_id: {"reason": reason, "reason_error": problem, "to_stage": to_stage or ""}
+        }
         return render_inbox(request, actor, error=problem, forms=forms, status_code=422)
     try:
         with unit_of_work(request.app.state.engine) as s:
             name = _org_of(s, request_id, actor)
-            runs.return_request(s, request_id=request_id, actor=actor, reason=reason)
+            runs.return_request(
+                s, request_id=request_id, actor=actor, reason=reason, to_stage=to_stage
+            )
     except (InvalidInput, Conflict, Forbidden) as exc:
-        forms = {request_id: {"reason": reason}}
+        forms = {request_id: {"reason": reason, "to_stage": to_stage or ""}}
         return render_inbox(
             request,
             actor,
@@ -205,5 +222,6 @@ def return_request(
             forms=forms,
             status_code=_status(exc),
         )
-    web.flash(request, f"已退回「{name}」的申请，意见已通知支部")
+    back = f"，进程已退回到「{tpl.stage_name(to_stage)}」" if to_stage else ""
+    web.flash(request, f"已退回「{name}」的申请{back}，意见已通知支部")
     return web.redirect(next_url)
