@@ -97,8 +97,10 @@ def campaign_runs(
     now: datetime | None = None,
     limit: int = 50,
     offset: int = 0,
+    most_overdue_first: bool = False,
 ) -> tuple[list[tuple[Run, Organisation]], int]:
-    """Return a page of a campaign's runs in scope (optionally one stage, overdue, a subtree)."""
+    """Return a page of a campaign's runs in scope (optionally one stage, overdue, a subtree),
+    by organisation path, or by deadline (most overdue first) if asked."""
     now = now or utcnow()
     stmt = (
         select(Run, Organisation)
@@ -114,7 +116,10 @@ def campaign_runs(
     if within is not None:
         stmt = stmt.where(subtree_filter(within.path))
     total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-    rows = session.execute(stmt.order_by(col(Organisation.path)).limit(limit).offset(offset)).all()
+    order = (col(Run.deadline),) if most_overdue_first else ()
+    rows = session.execute(
+        stmt.order_by(*order, col(Organisation.path)).limit(limit).offset(offset)
+    ).all()
     return [(r, o) for r, o in rows], int(total)
 
 
@@ -273,31 +278,3 @@ def progress_by_child(
         )
         for o in orgs
     ]
-
-
-def overdue_runs(
-    session: Session,
-    campaign: Campaign,
-    scope: Sequence[str],
-    *,
-    now: datetime | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[tuple[Run, Organisation]], int]:
-    """Return a page of the campaign's runs in scope past their deadline, most overdue first."""
-    now = now or utcnow()
-    stmt = (
-        select(Run, Organisation)
-        .join(Organisation, col(Organisation.id) == col(Run.org_id))
-        .where(
-            Run.campaign_id == campaign.id,
-            _scope_filter(scope),
-            col(Run.deadline) < now,
-            col(Run.completed_at).is_(None),
-        )
-    )
-    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-    rows = session.execute(
-        stmt.order_by(col(Run.deadline), col(Organisation.path)).limit(limit).offset(offset)
-    ).all()
-    return [(r, o) for r, o in rows], int(total)

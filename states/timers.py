@@ -78,7 +78,6 @@ REMINDER = "reminder"
 OVERDUE = "overdue"
 APPROVAL_SLA = "approval_sla"
 PHASE_OPEN = "phase_open"
-KINDS = (REMINDER, OVERDUE, APPROVAL_SLA, PHASE_OPEN)
 #: The outbox event kind of each timer kind.
 EVENT_OF = {
     REMINDER: "reminder",
@@ -105,6 +104,10 @@ class Window:
     after: datetime | None = None
     stage: str | None = None
     stages: tuple[str, ...] = ()
+
+    def count_key(self) -> str:
+        """How reports count what this window fired (`overdue_L2`, `phase_open_L3`, …)."""
+        return f"{self.kind}_L{self.level}"
 
     def describe(self) -> str:
         span = f"{format_local(self.after)} – {format_local(self.upto)}"
@@ -134,7 +137,6 @@ def _active_campaigns(session: Session) -> _Campaigns:
         select(
             col(Campaign.id),
             col(Campaign.launched_at),
-            col(Campaign.schedule),
             col(TemplateVersion.definition),
         )
         .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
@@ -143,7 +145,7 @@ def _active_campaigns(session: Session) -> _Campaigns:
     templates: dict[int, Template] = {}
     years: dict[int, int] = {}
     cache: dict[str, Template] = {}
-    for cid, launched_at, _schedule, definition in rows:
+    for cid, launched_at, definition in rows:
         key = repr(sorted(definition.items()))
         tpl = cache.get(key)
         if tpl is None:
@@ -690,13 +692,3 @@ def fire_all(
             if n < limit:
                 break
     return dict(counts)
-
-
-def fired_counts(session: Session, campaign_id: int | None = None) -> dict[tuple[str, int], int]:
-    """How many timers have fired, by (kind, level) (for reports and tests)."""
-    stmt = select(col(TimerFired.kind), col(TimerFired.level), func.count()).group_by(
-        col(TimerFired.kind), col(TimerFired.level)
-    )
-    if campaign_id is not None:
-        stmt = stmt.where(col(TimerFired.campaign_id) == campaign_id)
-    return {(kind, level): n for kind, level, n in session.execute(stmt).all()}

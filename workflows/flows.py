@@ -46,9 +46,8 @@ def _sweep(job: str, as_of: datetime | None) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for window in plan.windows:
         n = cast(int, fire_window_task(window, when))
-        key = f"{window.kind}_L{window.level}"
         if n:
-            counts[key] = counts.get(key, 0) + n
+            counts[window.count_key()] = counts.get(window.count_key(), 0) + n
     logger.info("%s（as_of %s）：%s", jobs.JOBS[job], when.isoformat(), counts or "无")
     return {"as_of": when.isoformat(), "counts": counts, "warnings": list(plan.warnings)}
 

@@ -9,14 +9,13 @@ finishes the work without sending anything twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from states import bulletins, timers
 from states.db import read_session, unit_of_work
@@ -59,15 +58,6 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _writer(engine: Engine) -> Callable[[], AbstractContextManager[Session]]:
-    @contextmanager
-    def factory() -> Iterator[Session]:
-        with unit_of_work(engine) as session:
-            yield session
-
-    return factory
-
-
 def plan(engine: Engine, job: str, as_of: datetime) -> Plan:
     """The windows one job has to fire at `as_of`."""
     with read_session(engine) as session:
@@ -93,7 +83,9 @@ def fire_window(
         if log is not None:
             log(f"{w.describe()}：本批 {n} 条")
 
-    counts = timers.fire_all(_writer(engine), [window], as_of, limit=batch, progress=progress)
+    counts = timers.fire_all(
+        partial(unit_of_work, engine), [window], as_of, limit=batch, progress=progress
+    )
     return sum(counts.values())
 
 
@@ -113,9 +105,8 @@ def sweep(
         _warn(log, message)
     for window in p.windows:
         n = fire_window(engine, window, as_of, batch=batch, log=log)
-        key = f"{window.kind}_L{window.level}" if window.kind != timers.PHASE_OPEN else window.kind
         if n:
-            report.counts[key] = report.counts.get(key, 0) + n
+            report.counts[window.count_key()] = report.counts.get(window.count_key(), 0) + n
     return report
 
 

@@ -26,9 +26,9 @@ from states.models import Campaign, Organisation, Run
 from states.orgs import ancestors, is_within
 from states.queries import (
     ChildProgress,
+    campaign_runs,
     campaigns_for,
     narrow_scope,
-    overdue_runs,
     progress_by_child,
     visible_campaign,
 )
@@ -111,7 +111,9 @@ def _focus(
 
 def _overdue(s: Session, campaign: Campaign, tpl: Template, scope: list[str]) -> Any:
     now = utcnow()
-    rows, total = overdue_runs(s, campaign, scope, now=now, limit=OVERDUE_PAGE)
+    rows, total = campaign_runs(
+        s, campaign, scope, overdue=True, now=now, limit=OVERDUE_PAGE, most_overdue_first=True
+    )
     out = [
         OverdueRow(
             run=r,

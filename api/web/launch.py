@@ -20,7 +20,15 @@ from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 
 from api.deps import MAX_ID, engine_of
-from api.web.session import csrf_protect, flash, not_found, page_actor, redirect, render
+from api.web.session import (
+    csrf_protect,
+    flash,
+    form_data,
+    not_found,
+    page_actor,
+    redirect,
+    render,
+)
 from states import idempotency
 from states.campaigns import LAUNCH_ROLES, count_participants, launch_campaign
 from states.catalog import Template, builtin_templates
@@ -37,11 +45,6 @@ router = APIRouter(include_in_schema=False)
 MODES = {"date": "指定日期", "working_days": "N 个工作日", "days": "N 个自然日"}
 ROOT_KINDS = (OrgKind.COMMITTEE.value, OrgKind.GENERAL_BRANCH.value)
 MAX_ROOTS = 300
-
-
-async def form_data(request: Request) -> FormData:
-    """The submitted form (already parsed by `csrf_protect`, so read from Starlette's cache)."""
-    return await request.form()
 
 
 @dataclass

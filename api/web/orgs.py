@@ -20,8 +20,7 @@ from sqlmodel import Session, col, select
 from starlette.datastructures import FormData, UploadFile
 
 from api.deps import IdPath, engine_of
-from api.web.launch import form_data
-from api.web.session import csrf_protect, flash, page_actor, redirect, render
+from api.web.session import csrf_protect, flash, form_data, page_actor, redirect, render
 from states.campaigns import LAUNCH_ROLES
 from states.db import read_session, unit_of_work
 from states.errors import Conflict, Forbidden, InvalidInput, NotFound

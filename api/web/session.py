@@ -47,6 +47,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -237,6 +238,11 @@ async def form_fields(request: Request) -> dict[str, str]:
     except Exception:
         return {}
     return {k: v for k, v in form.multi_items() if isinstance(v, str)}
+
+
+async def form_data(request: Request) -> FormData:
+    """Dependency: the whole submitted form (repeated names, uploads), from Starlette's cache."""
+    return await request.form()
 
 
 # --------------------------------------------------------------------------- flash messages
