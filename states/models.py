@@ -6,7 +6,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Index, String, UniqueConstraint, func
+from sqlalchemy import column as sa_column
 from sqlmodel import Field, SQLModel
 
 from states.timeutil import UTCDateTime, utcnow
@@ -62,6 +63,10 @@ class Organisation(SQLModel, table=True):
     """One grassroots organisation; `path` is the materialised path of codes, `/A/B/C/`."""
 
     __tablename__ = "organisation"
+    # Codes are unique whatever their case: `jt01` and `JT01` name the same organisation.
+    __table_args__ = (
+        Index("uq_organisation_code_ci", func.lower(sa_column("code")), unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     code: str = Field(sa_type=String(64), unique=True, nullable=False)
@@ -438,6 +443,10 @@ class NoticeTemplate(SQLModel, table=True):
     source: str = Field(sa_type=String(8000), nullable=False)
     updated_by: int | None = Field(default=None, foreign_key="app_user.id")
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # The last time this wording failed at send time (the built-in wording was used instead).
+    last_error: str | None = Field(default=None, sa_type=String(500))
+    last_error_at: datetime | None = _ts(nullable=True)
+    failures: int = Field(default=0, nullable=False)
 
 
 class TimerFired(SQLModel, table=True):
