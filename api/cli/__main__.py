@@ -1,0 +1,5 @@
+"""`python -m api.cli`: the `dangjian` command."""
+
+from api.cli import main
+
+main()
