@@ -156,6 +156,10 @@ class CampaignIn(In):
         default=None, description="各阶段期限：{阶段: {date|working_days|days}}"
     )
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    allow_past: bool = Field(
+        default=False,
+        description="日程中有截止日期已过的阶段时仍然发起（否则 422 并列出这些阶段）",
+    )
 
 
 class PreviewOut(Out):

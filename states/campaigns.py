@@ -17,8 +17,8 @@ from states.catalog import DONE, Template, from_definition, get_template
 from states.errors import Conflict, Forbidden, InvalidInput, NotFound
 from states.models import ORG_KINDS, Campaign, Organisation, Role, Run, TemplateVersion
 from states.orgs import get_org_by_code, subtree_filter
-from states.schedule import deadline_for, dump_schedule, parse_schedule
-from states.timeutil import UTCDateTime, local_date, utcnow
+from states.schedule import StageDeadline, deadline_for, dump_schedule, parse_schedule
+from states.timeutil import UTCDateTime, end_of_local_day, local_date, utcnow
 from states.users import Actor
 from states.workcal import load_calendar
 
@@ -104,6 +104,40 @@ def count_participants(session: Session, root: Organisation, kinds: Sequence[str
     return int(session.execute(select(func.count()).select_from(sub)).scalar_one())
 
 
+def past_deadlines(
+    tpl: Template, plan: dict[str, StageDeadline], now: datetime
+) -> list[dict[str, str]]:
+    """Return the stages whose dated deadline is already past at `now`, in template order.
+
+    Only dated deadlines can be past: one counted in days starts when the run enters the stage.
+    """
+    out = []
+    for stage in tpl.stages:
+        spec = plan.get(stage.id)
+        if spec is not None and spec.date is not None and end_of_local_day(spec.date) < now:
+            out.append(
+                {
+                    "field": f"schedule.{stage.id}",
+                    "stage": stage.id,
+                    "name": stage.name,
+                    "deadline": spec.date.isoformat(),
+                }
+            )
+    return out
+
+
+def refuse_past_deadlines(tpl: Template, plan: dict[str, StageDeadline], now: datetime) -> None:
+    """Raise InvalidInput listing every stage whose deadline is already past, if any."""
+    past = past_deadlines(tpl, plan, now)
+    if past:
+        listed = "、".join(f"{p['name']}（{p['deadline']}）" for p in past)
+        raise InvalidInput(
+            f"以下阶段的截止日期已过：{listed}。发起后这些阶段一进入即为逾期并逐级督办；"
+            "请改为今后的日期，或明确选择仍然发起（allow_past）",
+            details=past,
+        )
+
+
 def launch_campaign(
     session: Session,
     *,
@@ -116,8 +150,13 @@ def launch_campaign(
     now: datetime | None = None,
     batch: int = 20_000,
     progress: Callable[[int], None] | None = None,
+    allow_past: bool = False,
 ) -> Campaign:
-    """Launch a campaign: one run per participating organisation, inserted set-wise."""
+    """Launch a campaign: one run per participating organisation, inserted set-wise.
+
+    A schedule with a deadline already past is refused (InvalidInput listing the stages) unless
+    `allow_past` is given.
+    """
     now = now or utcnow()
     tpl = get_template(template_key)
     root = get_org_by_code(session, root_code)
@@ -130,6 +169,8 @@ def launch_campaign(
     if bad:
         raise InvalidInput(f"未知的组织类型：{'、'.join(bad)}", details={"field": "kinds"})
     plan = parse_schedule(tpl, schedule, local_date(now).year)
+    if not allow_past:
+        refuse_past_deadlines(tpl, plan, now)
     total = count_participants(session, root, kinds)
     if total == 0:
         raise InvalidInput(

@@ -159,3 +159,53 @@ def test_status_counts(session: Session) -> None:
     assert status.stages[0].runs == 4 and status.percent_done == 0.0
     early = campaign_status(session, c, now=datetime(2024, 10, 1, tzinfo=UTC))
     assert early.overdue == 0
+
+
+def test_a_launch_with_deadlines_already_past_is_refused_with_the_stages(session: Session) -> None:
+    make_tree(session)
+    # 1 Jun 2026, 10:00 Shanghai: the first two dated phases (16 May, 31 May) are past.
+    now = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
+    with pytest.raises(InvalidInput) as err:
+        launch_campaign(session, template_key="sqsy_fuwuxing", root_code="B", now=now)
+    details = err.value.details
+    assert [(d["stage"], d["deadline"]) for d in details] == [
+        ("plan", "2026-05-16"),
+        ("innovate", "2026-05-31"),
+        ("exemplar", "2026-05-31"),
+    ]
+    assert all(d["field"] == f"schedule.{d['stage']}" for d in details)
+    assert "制定方案、动员部署（2026-05-16）" in err.value.message
+    assert session.exec(select(func.count()).select_from(Run)).one() == 0
+    # The last day itself is not past until 23:59:59 Shanghai time.
+    on_the_day = datetime(2026, 5, 16, 15, 59, 0, tzinfo=UTC)
+    ok = launch_campaign(session, template_key="sqsy_fuwuxing", root_code="B", now=on_the_day)
+    assert ok.run_count == 4
+    # A schedule moved to future dates is accepted; so is the old one with allow_past.
+    later = {"plan": {"date": "2026-06-20"}, "innovate": {"date": "2026-06-30"}}
+    later["exemplar"] = {"date": "2026-06-30"}
+    moved = launch_campaign(
+        session, template_key="sqsy_fuwuxing", root_code="B", now=now, schedule=later
+    )
+    assert _runs(session, moved.id or 0)["S1"].deadline == datetime(
+        2026, 6, 20, 15, 59, 59, tzinfo=UTC
+    )
+    forced = launch_campaign(
+        session, template_key="sqsy_fuwuxing", root_code="B", now=now, allow_past=True
+    )
+    assert forced.run_count == 4
+
+
+def test_deadlines_counted_in_days_are_never_past(session: Session) -> None:
+    make_tree(session)
+    now = datetime(2026, 12, 1, 2, tzinfo=UTC)
+    c = launch_campaign(session, template_key="chuangxian_zhengyou", root_code="B", now=now)
+    assert c.run_count == 4
+    with pytest.raises(InvalidInput) as err:
+        launch_campaign(
+            session,
+            template_key="chuangxian_zhengyou",
+            root_code="B",
+            now=now,
+            schedule={"pledge": {"date": "2026-11-30"}},
+        )
+    assert [d["stage"] for d in err.value.details] == ["pledge"]

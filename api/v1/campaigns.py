@@ -17,6 +17,7 @@ from states.campaigns import (
     campaign_template,
     count_participants,
     launch_campaign,
+    refuse_past_deadlines,
 )
 from states.catalog import DONE, get_template
 from states.errors import InvalidInput
@@ -57,11 +58,14 @@ def _schedule(body: S.CampaignIn) -> dict[str, object] | None:
 def preview(
     body: S.CampaignIn, actor: Actor = Depends(launchers), s: Session = Depends(reader)
 ) -> S.PreviewOut:
-    """不写入任何数据，只校验并返回将创建的进程数，供确认前查看。"""
+    """不写入任何数据，只校验并返回将创建的进程数，供确认前查看。截止日期已过的阶段与发起时一样被拒绝（除非 allow_past）。"""
     tpl = get_template(body.template)
     root = visible_org(s, body.root_org_id, actor)
     kinds = _kinds(body, tpl.participants)
-    parse_schedule(tpl, _schedule(body), local_date(utcnow()).year)
+    now = utcnow()
+    plan = parse_schedule(tpl, _schedule(body), local_date(now).year)
+    if not body.allow_past:
+        refuse_past_deadlines(tpl, plan, now)
     return S.PreviewOut(runs=count_participants(s, root, kinds), root=org_brief(root), kinds=kinds)
 
 
@@ -100,7 +104,10 @@ def create_campaign(
     actor: Actor = Depends(launchers),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    """在发起组织之下为每个参与组织创建一个支部进程（一次性批量写入）。须为该组织或其上级的组织员或管理员。"""
+    """在发起组织之下为每个参与组织创建一个支部进程（一次性批量写入）。须为该组织或其上级的组织员或管理员。
+
+    日程中有截止日期已过的阶段时返回 422 并列出各阶段及其截止日期，除非 `allow_past` 为 true。
+    """
     tpl = get_template(body.template)
     kinds = _kinds(body, tpl.participants)
 
@@ -114,6 +121,7 @@ def create_campaign(
             schedule=_schedule(body),
             name=body.name,
             actor=actor,
+            allow_past=body.allow_past,
         )
         s.flush()
         return _campaign_out(s, campaign.id or 0, actor)

@@ -30,7 +30,7 @@ from api.web.session import (
     render,
 )
 from states import idempotency
-from states.campaigns import LAUNCH_ROLES, count_participants, launch_campaign
+from states.campaigns import LAUNCH_ROLES, count_participants, launch_campaign, past_deadlines
 from states.catalog import Template, builtin_templates
 from states.db import read_session, unit_of_work
 from states.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -345,10 +345,26 @@ def launch_preview(
         root, runs = _check(s, actor, form)  # NotFound → the 404 page
         if _has_errors(form) or root is None:
             return _page(request, s, actor, form, status_code=422)
-    today = local_date(utcnow())
-    past = [
-        st.name for st in form.stages if st.mode == "date" and date.fromisoformat(st.date) < today
-    ]
+    return _preview_page(request, form, root, runs)
+
+
+def _past(form: LaunchForm) -> list[dict[str, str]]:
+    """Return the stages of a checked form whose dated deadline is already past."""
+    now = utcnow()
+    plan = parse_schedule(form.template, form.schedule(), local_date(now).year)
+    return past_deadlines(form.template, plan, now)
+
+
+def _preview_page(
+    request: Request,
+    form: LaunchForm,
+    root: Organisation,
+    runs: int,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """Step 2's page; stages already past need the "仍然发起" box ticked to confirm."""
     return render(
         request,
         "launch_preview.html",
@@ -357,10 +373,12 @@ def launch_preview(
             "root": root,
             "runs": runs,
             "modes": MODES,
-            "past": past,
+            "past": _past(form),
+            "error": error,
             "once": secrets.token_urlsafe(16),
-            "default_name": f"{tpl.name}（{today.year}）",
+            "default_name": f"{form.template.name}（{local_date(utcnow()).year}）",
         },
+        status_code=status_code,
     )
 
 
@@ -382,9 +400,13 @@ def launch_confirm(
         with read_session(engine) as s:
             return _page(request, s, actor, form)
     with read_session(engine) as s:
-        root, _runs = _check(s, actor, form)
+        root, runs = _check(s, actor, form)
         if _has_errors(form) or root is None:
             return _page(request, s, actor, form, status_code=422)
+    allow_past = data.get("allow_past") == "1"
+    if not allow_past and _past(form):
+        error = "有阶段的截止日期已过：请返回修改日期，或勾选“仍然发起”后再确认"
+        return _preview_page(request, form, root, runs, error=error, status_code=422)
     key = "web-launch:" + str(data.get("once") or "")[:64]
     fingerprint = form.fingerprint()
     try:
@@ -405,6 +427,7 @@ def launch_confirm(
                 schedule=form.schedule(),
                 name=form.name or None,
                 actor=actor,
+                allow_past=allow_past,
             )
             body = {"id": campaign.id, "runs": campaign.run_count}
             idempotency.complete(s, user_id=actor.user_id, key=key, status=201, body=body)
