@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import functools
 import hashlib
 import hmac
 import json
@@ -29,6 +28,8 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
+
+from states import outbound
 
 # httpx logs every request URL at INFO; robot URLs carry keys, tokens and signatures.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -133,6 +134,42 @@ FEISHU_THROTTLE = 60.0
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MAX_RESPONSE = 64 * 1024  # bytes of a response body that are read; the rest is ignored
 USER_AGENT = "dangjian-flow"
+
+# Our names for the services, and our words for their error codes: a delivery record says what
+# happened in these words and numbers only, never with text or bytes from the other side.
+NAMES = {"webhook": "Webhook", "wecom": "企业微信", "dingtalk": "钉钉", "feishu": "飞书"}
+WECOM_CODES = {
+    0: "成功",
+    -1: "系统繁忙",
+    40008: "消息类型无效",
+    40058: "内容过长或参数无效",
+    45009: "发送过于频繁",
+    93000: "key 无效，机器人可能已被移除",
+}
+DINGTALK_CODES = {
+    0: "成功",
+    -1: "系统繁忙",
+    130101: "发送过快，机器人被限流 10 分钟",
+    300001: "access_token 无效",
+    300005: "access_token 不存在",
+    400013: "群已解散",
+    410100: "发送过快，被限流",
+}
+DINGTALK_310000 = (  # (words in errmsg, our meaning) for the security-setting failure
+    (("timestamp",), "时间戳无效，请检查本机时钟"),
+    (("sign", "签名"), "签名不匹配"),
+    (("keyword", "关键词"), "消息未包含机器人设置的关键词"),
+    (("whitelist", "白名单", " ip "), "本机 IP 不在机器人的白名单内"),
+)
+FEISHU_CODES = {
+    0: "成功",
+    9499: "请求无效或过于频繁",
+    11232: "发送过于频繁",
+    19001: "hook 地址无效",
+    19021: "签名校验失败或时间戳与本机相差超过一小时",
+    19022: "本机 IP 不在机器人的白名单内",
+    19024: "消息未包含机器人设置的关键词",
+}
 
 TRUNCATION_MARK = "\n\n……（内容过长，已截断）"
 
@@ -359,7 +396,7 @@ def robot_url(kind: str, url_or_key: str, env: Mapping[str, str] | None = None) 
 class _Reply:
     status: int
     headers: httpx.Headers
-    body: bytes
+    body: bytes  # read only to classify the answer; never stored or shown
 
     def json_object(self) -> dict[str, Any] | None:
         try:
@@ -367,16 +404,6 @@ class _Reply:
         except (ValueError, UnicodeDecodeError):
             return None
         return data if isinstance(data, dict) else None
-
-    def snippet(self) -> str:
-        text = self.body[:200].decode("utf-8", errors="replace")
-        return " ".join(text.split())
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Built once: loading the CA bundle costs ~25 ms, more than a local request.
-    return httpx.create_ssl_context()
 
 
 def _json_bytes(payload: Mapping[str, Any]) -> bytes:
@@ -390,18 +417,15 @@ def _post(
     headers: Mapping[str, str],
     client: httpx.Client | None,
 ) -> _Reply | Result:
-    """POST `body`; return the reply, or a failed Result for a network or URL error."""
+    """POST `body` through the guarded client (states/outbound.py); return the reply, or a
+    failed Result in our own words for a refused address, a network or a URL error."""
     all_headers = {
         "Content-Type": "application/json; charset=utf-8",
         "User-Agent": USER_AGENT,
         **headers,
     }
-    own = client is None
-    http = (
-        httpx.Client(timeout=HTTP_TIMEOUT, verify=_tls_context(), follow_redirects=False)
-        if client is None
-        else client
-    )
+    http = outbound.client(HTTP_TIMEOUT) if client is None else client
+    name = NAMES[label]
     try:
         with http.stream("POST", url, content=body, headers=all_headers) as response:
             data = bytearray()
@@ -410,16 +434,18 @@ def _post(
                 if len(data) >= MAX_RESPONSE:
                     break
             return _Reply(response.status_code, response.headers, bytes(data[:MAX_RESPONSE]))
+    except outbound.OutboundRefused as exc:
+        return _permanent(f"{name}：地址被拒绝：{exc.reason}")
     except httpx.TimeoutException as exc:
-        return _transient(f"{label}: timed out ({type(exc).__name__})")
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        return _permanent(f"{label}: bad URL: {exc}")
+        return _transient(f"{name}：请求超时（{type(exc).__name__}）")
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+        return _permanent(f"{name}：地址无效")
     except httpx.HTTPError as exc:
-        return _transient(f"{label}: {type(exc).__name__}: {exc}")
-    except (ValueError, UnicodeError) as exc:  # malformed URL or header caught before sending
-        return _permanent(f"{label}: bad request: {exc}")
+        return _transient(f"{name}：网络错误（{type(exc).__name__}）")
+    except (ValueError, UnicodeError):  # malformed URL or header caught before sending
+        return _permanent(f"{name}：地址或请求头无效")
     finally:
-        if own:
+        if client is None:
             http.close()
 
 
@@ -446,15 +472,14 @@ def _http_status_result(label: str, reply: _Reply, throttle: float) -> Result | 
     status = reply.status
     if 200 <= status < 300:
         return None
-    detail = f"{label}: HTTP {status}: {reply.snippet()}".rstrip(": ")
+    detail = f"{NAMES[label]}：对方返回 HTTP {status}"
     if status == 429:
         seconds = _retry_after(reply.headers, throttle)
         return Result(ok=False, retry_after=seconds, robot_pause=seconds, detail=detail)
     if status >= 500 or status in (408, 425):
         return _transient(detail, _retry_after(reply.headers, None))
     if 300 <= status < 400:
-        location = reply.headers.get("location", "?")
-        return _permanent(f"{label}: HTTP {status} redirect to {location}; configure the final URL")
+        return _permanent(f"{detail}（跳转，未跟随；请填写最终地址）")
     return _permanent(detail)
 
 
@@ -544,10 +569,10 @@ def send_wecom(
     if failed:
         return failed
     data = reply.json_object()
-    if data is None or "errcode" not in data:
-        return _transient(f"wecom: unexpected response (HTTP {reply.status}): {reply.snippet()}")
-    code, text = data.get("errcode"), _errmsg(data.get("errmsg"))
-    detail = f"wecom errcode {code}: {text}"
+    code = _code(data, "errcode")
+    if data is None or code is None:
+        return _unrecognised("wecom", reply)
+    detail = _code_detail("wecom", code, WECOM_CODES.get(code, ""))
     if code == 0:
         return _ok(detail)
     if code == 45009:
@@ -557,10 +582,22 @@ def send_wecom(
     return _permanent(detail)  # 93000 bad key, 40008 bad type, 40058 too long, unknown codes
 
 
-def _errmsg(value: object) -> str:
-    text = " ".join(str(value or "").split())
-    # WeCom appends ", hint: [...], from ip: ..., more info at ..." to every message.
-    return text.split(", hint:")[0][:200]
+def _code(data: Mapping[str, Any] | None, *keys: str) -> int | None:
+    """The first of `keys` in the JSON answer that holds an integer error code, else None."""
+    for key in keys:
+        value = None if data is None else data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**9:
+            return value
+    return None
+
+
+def _code_detail(label: str, code: int, meaning: str) -> str:
+    """E.g. "企业微信返回错误码 93000（key 无效）": the code and our own words, never theirs."""
+    return f"{NAMES[label]}返回错误码 {code}" + (f"（{meaning}）" if meaning else "")
+
+
+def _unrecognised(label: str, reply: _Reply) -> Result:
+    return _transient(f"{NAMES[label]}返回了无法识别的应答（HTTP {reply.status}）")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,6 +613,13 @@ def dingtalk_sign(secret: str, timestamp_ms: int) -> str:
         secret.encode("utf-8"), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256
     ).digest()
     return base64.b64encode(digest).decode("ascii")
+
+
+def _dingtalk_meaning(code: int, errmsg: str) -> str:
+    if code != 310000:
+        return DINGTALK_CODES.get(code, "")
+    found = (meaning for words, meaning in DINGTALK_310000 if any(w in errmsg for w in words))
+    return next(found, "安全设置校验未通过")
 
 
 def send_dingtalk(
@@ -612,20 +656,21 @@ def send_dingtalk(
     if failed:
         return failed
     data = reply.json_object()
-    if data is None or "errcode" not in data:
-        return _transient(f"dingtalk: unexpected response (HTTP {reply.status}): {reply.snippet()}")
-    code, text = data.get("errcode"), _errmsg(data.get("errmsg"))
-    detail = f"dingtalk errcode {code}: {text}"
+    code = _code(data, "errcode")
+    if data is None or code is None:
+        return _unrecognised("dingtalk", reply)
+    errmsg = str(data.get("errmsg") or "").lower()  # read to classify; never stored
+    detail = _code_detail("dingtalk", code, _dingtalk_meaning(code, errmsg))
     if code == 0:
         return _ok(detail)
     if code in DINGTALK_THROTTLE_CODES:
         return _throttled(detail, DINGTALK_THROTTLE)
     if code in DINGTALK_TRANSIENT:
         return _transient(detail)
-    if code == 310000 and secret and "timestamp" in text.lower():
+    if code == 310000 and secret and "timestamp" in errmsg:
         # Our clock is more than an hour off DingTalk's. The message is fine and every attempt
         # signs a fresh timestamp, so it goes through once the clock is fixed.
-        return _transient(detail + " (check this server's clock)", retry_after=300.0)
+        return _transient(detail, retry_after=300.0)
     return _permanent(detail)  # 310000 sign/keyword/ip, 300001/300005 token, 400013 group gone
 
 
@@ -679,15 +724,14 @@ def send_feishu(
     if isinstance(reply, Result):
         return reply
     data = reply.json_object()
-    code = None if data is None else data.get("code", data.get("StatusCode"))
+    code = _code(data, "code", "StatusCode")
     if code is None or reply.status == 429 or reply.status >= 500:
         failed = _http_status_result("feishu", reply, FEISHU_THROTTLE)
         if failed:
             return failed
     if data is None or code is None:
-        return _transient(f"feishu: unexpected response (HTTP {reply.status}): {reply.snippet()}")
-    text = _errmsg(data.get("msg", data.get("StatusMessage")))
-    detail = f"feishu code {code}: {text}"
+        return _unrecognised("feishu", reply)
+    detail = _code_detail("feishu", code, FEISHU_CODES.get(code, ""))
     if code == 0:
         return _ok(detail)
     if code == 9499 and reply.status == 400:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from states import audit
+from states import audit, outbound
 from states.errors import InvalidInput, NotFound
 from states.models import ChannelKind, NoticeTemplate, NotifyOptOut, Organisation, OrgChannel
 from states.orgs import ancestor_paths
@@ -69,21 +69,26 @@ def _check(spec: ChannelSpec, index: int) -> None:
         url = spec.url.strip()
         if not url:
             raise InvalidInput("地址不能为空", details=[{"field": f"{where}.url"}])
-        is_http = url.startswith(("http://", "https://"))
-        if spec.kind == ChannelKind.WEBHOOK and not is_http:
-            raise InvalidInput(
-                "Webhook 地址须以 http:// 或 https:// 开头", details=[{"field": f"{where}.url"}]
-            )
-        if not is_http and not re.fullmatch(r"[A-Za-z0-9_\-]{8,200}", url):
-            raise InvalidInput(
-                "机器人地址须为完整网址，或仅为其 key / access_token",
-                details=[{"field": f"{where}.url"}],
-            )
+        _check_url(spec.kind, url, f"{where}.url")
     if spec.quiet_hours is not None and spec.quiet_hours and not QUIET.match(spec.quiet_hours):
         raise InvalidInput(
             "免打扰时段格式为 HH:MM-HH:MM，如 22:00-07:30",
             details=[{"field": f"{where}.quiet_hours"}],
         )
+
+
+def _check_url(kind: str, url: str, field: str) -> None:
+    """A full URL must pass the outbound policy (states/outbound.py); a robot may give its key."""
+    is_http = url.lower().startswith(("http://", "https://"))
+    if kind == ChannelKind.WEBHOOK and not is_http:
+        raise InvalidInput("Webhook 地址须以 http:// 或 https:// 开头", details=[{"field": field}])
+    if not is_http and not re.fullmatch(r"[A-Za-z0-9_\-]{8,200}", url):
+        raise InvalidInput(
+            "机器人地址须为完整网址，或仅为其 key / access_token", details=[{"field": field}]
+        )
+    refused = outbound.url_refusal(url) if is_http else None
+    if refused:
+        raise InvalidInput(f"地址被拒绝：{refused}", details=[{"field": field, "reason": refused}])
 
 
 def channels_of(session: Session, org_id: int) -> list[OrgChannel]:
@@ -134,44 +139,111 @@ def replace_channels(
     actor_id: int | None = None,
 ) -> list[OrgChannel]:
     """Make the organisation's channels exactly `specs`; an entry with an `id` and no url/secret
-    keeps the stored (unshown) values."""
-    current = {c.id: c for c in channels_of(session, org.id or 0)}
-    for i, spec in enumerate(specs):
-        _check(spec, i)
-        if spec.id is not None and spec.id not in current:
-            raise NotFound(f"渠道 #{spec.id} 不属于该组织", details=[{"field": f"channels.{i}.id"}])
-        if spec.id is None and spec.url is None:
-            raise InvalidInput("新渠道须填写地址", details=[{"field": f"channels.{i}.url"}])
-    kept: set[int] = set()
+    keeps the stored (unshown) values, and an entry without `id` repeating a stored channel's
+    kind and URL is that channel. The same kind and URL twice is refused (422, both fields)."""
+    current = {c.id or 0: c for c in channels_of(session, org.id or 0)}
+    specs = _match_stored(specs, current)
+    kept = {spec.id for spec in specs if spec.id is not None}
+    gone = [cid for cid in current if cid not in kept]
+    if gone:
+        session.execute(delete(OrgChannel).where(col(OrgChannel.id).in_(gone)))
+    _park_moved_urls(session, specs, current)
     for spec in specs:
         ch = (
             current[spec.id]
             if spec.id is not None
             else OrgChannel(org_id=org.id or 0, kind=spec.kind, url="")
         )
-        ch.kind = spec.kind
-        if spec.url is not None:
-            ch.url = spec.url.strip()
-        if spec.secret is not None:
-            ch.secret = spec.secret.strip() or None
-        ch.enabled = spec.enabled
-        ch.quiet_hours = spec.quiet_hours or None
-        ch.escalations_in_quiet = spec.escalations_in_quiet
-        ch.updated_at = utcnow()
+        _apply(ch, spec)
         session.add(ch)
         session.flush()
         kept.add(ch.id or 0)
-    gone = [cid for cid in current if cid not in kept]
-    if gone:
-        session.execute(delete(OrgChannel).where(col(OrgChannel.id).in_(gone)))
     audit.append(
         session,
         stream="org",
         action="channels.replaced",
         actor_id=actor_id,
-        data={"org": org.code, "kept": sorted(kept), "removed": sorted(c for c in gone if c)},
+        data={"org": org.code, "kept": sorted(kept), "removed": sorted(gone)},
     )
     return channels_of(session, org.id or 0)
+
+
+def _match_stored(
+    specs: Sequence[ChannelSpec], current: dict[int, OrgChannel]
+) -> list[ChannelSpec]:
+    """Check every entry; give an entry without id the id of the stored channel it repeats."""
+    for i, spec in enumerate(specs):
+        _check(spec, i)
+        if spec.id is not None and spec.id not in current:
+            raise NotFound(f"渠道 #{spec.id} 不属于该组织", details=[{"field": f"channels.{i}.id"}])
+        if spec.id is None and spec.url is None:
+            raise InvalidInput("新渠道须填写地址", details=[{"field": f"channels.{i}.url"}])
+    stored = {(c.kind, c.url): cid for cid, c in current.items()}
+    claimed = {spec.id for spec in specs if spec.id is not None}
+    matched = []
+    for spec in specs:
+        cid = stored.get((spec.kind, (spec.url or "").strip())) if spec.id is None else None
+        if cid is not None and cid not in claimed:
+            claimed.add(cid)
+            spec = replace(spec, id=cid)
+        matched.append(spec)
+    _refuse_repeats(matched, current)
+    return matched
+
+
+def _refuse_repeats(specs: Sequence[ChannelSpec], current: dict[int, OrgChannel]) -> None:
+    """422 naming both entries when two are the same channel, or the same kind and URL."""
+    seen: dict[object, int] = {}
+    for i, spec in enumerate(specs):
+        for key, what in ((_key(spec, current), "url"), (spec.id, "id")):
+            first = seen.setdefault(key, i) if key is not None else i
+            if first != i:
+                raise InvalidInput(
+                    f"第 {first + 1} 项与第 {i + 1} 项是同一渠道（类型与地址相同），请只保留一项",
+                    details=[
+                        {"field": f"channels.{first}.{what}"},
+                        {"field": f"channels.{i}.{what}"},
+                    ],
+                )
+
+
+def _park_moved_urls(
+    session: Session, specs: Sequence[ChannelSpec], current: dict[int, OrgChannel]
+) -> None:
+    """Give every kept channel whose URL changes a unique placeholder first, so that URLs may
+    move between channels (a swap) without tripping the unique key on the way."""
+    moved = [
+        current[s.id]
+        for s in specs
+        if s.id is not None and _key(s, current) != _key_of(current[s.id])
+    ]
+    for ch in moved:
+        ch.url = f"~moving~{ch.id}"
+        session.add(ch)
+    if moved:
+        session.flush()
+
+
+def _key(spec: ChannelSpec, current: dict[int, OrgChannel]) -> tuple[str, str]:
+    """The (kind, URL) an entry will have, which the database keeps unique per organisation."""
+    url = spec.url.strip() if spec.url is not None else current[spec.id or 0].url
+    return spec.kind, url
+
+
+def _key_of(ch: OrgChannel) -> tuple[str, str]:
+    return ch.kind, ch.url
+
+
+def _apply(ch: OrgChannel, spec: ChannelSpec) -> None:
+    ch.kind = spec.kind
+    if spec.url is not None:
+        ch.url = spec.url.strip()
+    if spec.secret is not None:
+        ch.secret = spec.secret.strip() or None
+    ch.enabled = spec.enabled
+    ch.quiet_hours = spec.quiet_hours or None
+    ch.escalations_in_quiet = spec.escalations_in_quiet
+    ch.updated_at = utcnow()
 
 
 def in_quiet_hours(quiet: str | None, local: datetime) -> datetime | None:

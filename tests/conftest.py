@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,25 @@ from tests import pgcluster
 from tests.browser import browser, live_world, page  # noqa: F401  (shared browser fixtures)
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+def _numeric_only_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+    """getaddrinfo for addresses written as numbers (127.1, ::1) only: no test asks DNS."""
+    try:
+        return socket.getaddrinfo(host, port, *args, **kwargs, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no names ({host})") from None
+
+
+@pytest.fixture(autouse=True)
+def outbound_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in robots listen on 127.0.0.1, which states/outbound.py refuses by default:
+    allow it for the suite (tests of the default policy delete the variable), and resolve no
+    host name through DNS (a test never sends a packet off this machine)."""
+    from states import outbound
+
+    monkeypatch.setenv(outbound.ALLOW_ENV, "127.0.0.1")
+    monkeypatch.setattr(outbound, "getaddrinfo", _numeric_only_getaddrinfo)
 
 
 @pytest.fixture(scope="session")

@@ -382,7 +382,7 @@ def test_webhook_timeout_is_transient(hook: RobotServer, monkeypatch: pytest.Mon
     started = time.monotonic()
     result = send_webhook(make_msg(), hook.url, "hook-secret")
     assert time.monotonic() - started < 2
-    assert not result.ok and not result.permanent and "timed out" in result.detail
+    assert not result.ok and not result.permanent and "请求超时" in result.detail
 
 
 def test_webhook_server_down_and_bad_url() -> None:
@@ -445,7 +445,7 @@ def test_wecom_full_url_and_existing_heading(wecom: RobotServer) -> None:
 def test_wecom_bad_key_is_permanent(wecom: RobotServer) -> None:
     result = send_wecom(make_msg(), "wrong-key", env=wecom.env)
     assert not result.ok and result.permanent
-    assert "errcode 93000" in result.detail and "hint" not in result.detail
+    assert result.detail == "企业微信返回错误码 93000（key 无效，机器人可能已被移除）"
 
 
 def test_wecom_throttle(wecom: RobotServer) -> None:
@@ -456,7 +456,7 @@ def test_wecom_throttle(wecom: RobotServer) -> None:
         permanent=False,
         retry_after=60.0,
         robot_pause=60.0,
-        detail="wecom errcode 45009: api freq out of limit",
+        detail="企业微信返回错误码 45009（发送过于频繁）",
     )
 
 
@@ -538,21 +538,21 @@ def test_dingtalk_sign_is_url_encoded(ding: RobotServer) -> None:
 def test_dingtalk_bad_secret_is_permanent(ding: RobotServer) -> None:
     result = send_dingtalk(make_msg(), ding.url, "SECwrong")
     assert not result.ok and result.permanent
-    assert "errcode 310000" in result.detail and "签名不匹配" in result.detail
+    assert result.detail == "钉钉返回错误码 310000（签名不匹配）"
 
 
 def test_dingtalk_missing_secret_and_bad_token_are_permanent(ding: RobotServer) -> None:
     unsigned = send_dingtalk(make_msg(), ding.url, None)
     assert unsigned.permanent and "310000" in unsigned.detail
     bad_token = send_dingtalk(make_msg(), "nope", DING_SECRET, env=ding.env)
-    assert bad_token.permanent and "errcode 300005: token is not exist" in bad_token.detail
+    assert bad_token.permanent and "300005（access_token 不存在）" in bad_token.detail
 
 
 def test_dingtalk_stale_timestamp_is_transient(ding: RobotServer) -> None:
     two_hours_ago = int((time.time() - 7200) * 1000)
     result = send_dingtalk(make_msg(), ding.url, DING_SECRET, now_ms=two_hours_ago)
     assert not result.ok and not result.permanent
-    assert "invalid timestamp" in result.detail and "clock" in result.detail
+    assert result.detail == "钉钉返回错误码 310000（时间戳无效，请检查本机时钟）"
     assert result.retry_after == 300.0 and result.robot_pause is None
 
 
@@ -561,7 +561,7 @@ def test_dingtalk_throttle(ding: RobotServer) -> None:
     result = send_dingtalk(make_msg(), ding.url, DING_SECRET)
     assert not result.ok and not result.permanent
     assert (result.retry_after, result.robot_pause) == (600.0, 600.0)
-    assert "errcode 130101" in result.detail
+    assert "错误码 130101" in result.detail
 
 
 def test_dingtalk_limit_blocks_for_ten_minutes() -> None:
@@ -580,7 +580,7 @@ def test_dingtalk_limit_blocks_for_ten_minutes() -> None:
 def test_dingtalk_keyword_security_is_permanent() -> None:
     with RobotServer("dingtalk", key="t", keywords=["告警"]) as server:
         result = send_dingtalk(make_msg(), server.url, None)
-    assert result.permanent and "keywords not in content" in result.detail
+    assert result.permanent and "310000（消息未包含机器人设置的关键词）" in result.detail
 
 
 def test_dingtalk_10kb_fits_and_30kb_is_truncated(ding: RobotServer) -> None:
@@ -643,7 +643,7 @@ def test_feishu_signed_post_success(feishu: RobotServer) -> None:
 
 def test_feishu_bad_secret_is_permanent(feishu: RobotServer) -> None:
     result = send_feishu(make_msg(), feishu.url, "wrong")
-    assert not result.ok and result.permanent and "code 19021" in result.detail
+    assert not result.ok and result.permanent and "错误码 19021" in result.detail
 
 
 def test_feishu_stale_timestamp_is_permanent(feishu: RobotServer) -> None:
@@ -659,7 +659,7 @@ def test_feishu_throttle(feishu: RobotServer, code: int) -> None:
     result = send_feishu(make_msg(), feishu.url, FEISHU_SECRET)
     assert not result.ok and not result.permanent
     assert (result.retry_after, result.robot_pause) == (60.0, 60.0)
-    assert f"code {code}" in result.detail
+    assert f"飞书返回错误码 {code}" in result.detail
 
 
 def test_feishu_http_429_is_throttle(feishu: RobotServer) -> None:
@@ -690,7 +690,7 @@ def test_feishu_wrong_hook_and_keyword_are_permanent() -> None:
         wrong = send_feishu(make_msg(), "other", None, env=server.env)
         keyword = send_feishu(make_msg(), server.url, None)
     assert wrong.permanent and "19001" in wrong.detail
-    assert keyword.permanent and "code 19024: Key Words Not Found" in keyword.detail
+    assert keyword.permanent and "19024（消息未包含机器人设置的关键词）" in keyword.detail
 
 
 def test_feishu_legacy_status_code_answer(feishu: RobotServer) -> None:

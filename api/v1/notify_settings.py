@@ -34,7 +34,7 @@ class ChannelIn(S.In):
     url: str | None = Field(
         default=None,
         max_length=500,
-        description="完整地址，或机器人的 key / access_token；不填则保留原值",
+        description="完整地址（须为公网地址，不含用户名）或机器人的 key / access_token；不填则保留原值",
     )
     secret: str | None = Field(
         default=None, max_length=200, description="签名密钥；不填则保留原值，填空字符串则清除"
@@ -158,7 +158,9 @@ def put_channels(
     actor: Actor = Depends(managers),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    """列表中没有的渠道会被删除；带 id 且不填 url/secret 的渠道保留原来的地址与密钥。"""
+    """列表中没有的渠道会被删除；带 id 且不填 url/secret 的渠道保留原来的地址与密钥；
+    不带 id 而类型与地址同已有渠道的即为该渠道。本机、内网、链路本地等地址返回 422
+    （私有部署可由运维设置 DANGJIAN_OUTBOUND_ALLOW 放行）；同一类型与地址出现两次返回 422。"""
 
     def change(s: Session) -> list[ChannelOut]:
         org = _manageable(s, org_id, actor)
