@@ -9,22 +9,22 @@ gets the default, an existing one keeps its current value. A blank 上级编码 
 
 from __future__ import annotations
 
-import csv
-import io
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import String, Table, bindparam, insert, literal, update
 from sqlalchemy import func as sa_func
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from states import audit, orgs
 from states.errors import InvalidInput
 from states.models import ORG_KINDS, Organisation
+from states.orgs import code_key
+from states.sheets import SheetLimits, clean_text, formula_prefixed, read_sheet, shown
 from states.timeutil import utcnow
 
 ORG: Table = Organisation.metadata.tables["organisation"]
@@ -52,6 +52,8 @@ KIND_ALIASES: dict[str, str] = {
     "group": "党小组",
 }
 _MAX_LEN = {"name": 200, "secretary": 100, "contact": 200}
+_MAX_MEMBERS = 1_000_000
+_PHONE = re.compile(r"[+-][0-9 ()-]*\Z")
 _MAX_PATH = 512
 _BATCH = 1000
 
@@ -100,66 +102,14 @@ class ImportResult:
 # --- parsing -----------------------------------------------------------------------------------
 
 
-def parse_file(path: Path) -> list[OrgRow]:
-    """Read a CSV or XLSX file; the header is row 1 and empty rows are skipped."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        records: Iterator[tuple[int, list[str]]] = enumerate(_csv_records(path), start=1)
-    elif suffix in (".xlsx", ".xlsm"):
-        records = enumerate(_xlsx_records(path), start=1)
-    else:
-        raise InvalidInput(
-            f"不支持的文件类型：{path.suffix or '（无扩展名）'}，请上传 CSV 或 XLSX 文件",
-            details={"file": path.name},
-        )
-    first = next(records, None)
-    if first is None:
-        raise InvalidInput("文件为空：第 1 行应为表头", details={"file": path.name})
-    columns = _match_header(first[1])
+def parse_file(path: Path, limits: SheetLimits | None = None) -> ParsedRows:
+    """Read a CSV or XLSX file within `limits` (`states.sheets`); the first non-empty row is the
+    header and empty rows are skipped. Free text is cleaned of controls and invisible characters.
+    """
+    sheet = read_sheet(path, limits)
+    columns = _match_header([clean_text(c) for c in sheet.header])
     missing = [HEADERS[key] for key in REQUIRED if key not in columns]
-    rows = (_make_row(num, cells, columns) for num, cells in records if any(cells))
-    return ParsedRows(rows, missing)
-
-
-def _csv_records(path: Path) -> list[list[str]]:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = data.decode("gb18030")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(
-                "无法识别文件编码，请另存为 UTF-8 编码的 CSV", details={"file": path.name}
-            ) from exc
-    return [[_cell_text(c) for c in rec] for rec in csv.reader(io.StringIO(text, newline=""))]
-
-
-def _xlsx_records(path: Path) -> list[list[str]]:
-    from openpyxl import load_workbook
-
-    try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises zip, XML and key errors for broken files
-        raise InvalidInput(
-            "无法读取 Excel 文件，请确认是 .xlsx 格式", details={"file": path.name}
-        ) from exc
-    try:
-        sheet = book.worksheets[0]
-        return [[_cell_text(c) for c in rec] for rec in sheet.iter_rows(values_only=True)]
-    finally:
-        book.close()
-
-
-def _cell_text(value: Any) -> str:
-    """Return a cell as trimmed text; whole-number floats (Excel numbers) lose their `.0`."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value).replace("\ufeff", "").strip()
+    return ParsedRows((_make_row(num, cells, columns) for num, cells in sheet.records), missing)
 
 
 def _match_header(cells: Sequence[str]) -> dict[str, int]:
@@ -177,17 +127,18 @@ def _make_row(num: int, cells: Sequence[str], columns: dict[str, int]) -> OrgRow
         index = columns.get(key)
         return cells[index] if index is not None and index < len(cells) else ""
 
+    kind = clean_text(get("kind"))
     row = OrgRow(
         row=num,
         code=get("code"),
-        name=get("name"),
-        kind=normalise_kind(get("kind")) or get("kind"),
+        name=clean_text(get("name")),
+        kind=normalise_kind(kind) or kind,
         parent_code=get("parent_code") or None,
-        secretary=get("secretary") or None,
-        contact=get("contact") or None,
+        secretary=clean_text(get("secretary")) or None,
+        contact=clean_text(get("contact")) or None,
     )
-    count = get("member_count")
-    if count.isdecimal():
+    count = clean_text(get("member_count"))
+    if count.isdecimal() and len(count) <= 9:
         row.member_count = int(count)
     elif count:
         row.raw["member_count"] = count
@@ -239,65 +190,122 @@ def _plan(session: Session, rows: Sequence[OrgRow]) -> _Plan:
         error = RowError(1, "、".join(missing), f"缺少必需的列：{'、'.join(missing)}")
         return _Plan(list(rows), {}, {}, [error])
     errors = [e for r in rows for e in _row_errors(r)]
-    first: dict[str, OrgRow] = {}
-    for r in rows:
-        if r.code and r.code in first:
-            msg = f"编码重复：{r.code} 已在第 {first[r.code].row} 行出现"
-            errors.append(RowError(r.row, HEADERS["code"], msg))
-        elif r.code:
-            first[r.code] = r
-    db = _load_db(session, {*first, *(r.parent_code for r in rows if r.parent_code)})
-    graph = _Graph(first, db)
+    first, duplicates = _first_of_each_code(rows)
+    errors += duplicates
+    db = _load_db(session, {*first, *(code_key(r.parent_code) for r in rows if r.parent_code)})
+    rows_by_code, db_by_code = _canonical(first, db)
+    graph = _Graph(rows_by_code, db_by_code)
     errors += graph.parent_errors()
     final = graph.final_paths()
     errors += [
         RowError(r.row, HEADERS["code"], f"组织层级过深：路径超过 {_MAX_PATH} 个字符")
-        for code, r in first.items()
+        for code, r in rows_by_code.items()
         if len(final.get(code, "")) > _MAX_PATH
     ]
     order = list(HEADERS.values())
     errors.sort(key=lambda e: (e.row, order.index(e.column) if e.column in order else 99))
-    return _Plan(list(first.values()), db, final, errors)
+    return _Plan(list(rows_by_code.values()), db_by_code, final, errors)
+
+
+def _first_of_each_code(rows: Sequence[OrgRow]) -> tuple[dict[str, OrgRow], list[RowError]]:
+    """Return the first row of each code (by case-insensitive key) and the repeats as errors."""
+    first: dict[str, OrgRow] = {}
+    errors: list[RowError] = []
+    for r in rows:
+        key = code_key(r.code)
+        if r.code and key in first:
+            other = first[key]
+            note = "" if other.code == r.code else f"（编码不区分大小写，与 {other.code} 相同）"
+            msg = f"编码重复：{shown(r.code)} 已在第 {other.row} 行出现{note}"
+            errors.append(RowError(r.row, HEADERS["code"], msg))
+        elif r.code:
+            first[key] = r
+    return first, errors
+
+
+def _canonical(
+    first: dict[str, OrgRow], db: dict[str, _DbOrg]
+) -> tuple[dict[str, OrgRow], dict[str, _DbOrg]]:
+    """Spell every code as stored (an existing organisation) or as its first row spells it.
+
+    A row whose code matches an organisation in another case is that organisation; parent codes
+    in any case name the organisation or row they match.
+    """
+    spelling = {key: r.code for key, r in first.items()} | {k: o.code for k, o in db.items()}
+
+    def spelled(code: str | None) -> str | None:
+        return spelling.get(code_key(code), code) if code else None
+
+    rows = {
+        spelling[key]: replace(r, code=spelling[key], parent_code=spelled(r.parent_code))
+        for key, r in first.items()
+    }
+    return rows, {o.code: o for o in db.values()}
 
 
 def _row_errors(r: OrgRow) -> Iterator[RowError]:
     """Yield the problems one row has on its own."""
+    yield from _code_errors(r)
+    if not clean_text(r.name):
+        yield RowError(r.row, HEADERS["name"], "名称不能为空")
+    if not r.kind.strip():
+        yield RowError(r.row, HEADERS["kind"], "类型不能为空")
+    elif normalise_kind(r.kind) is None:
+        allowed = "、".join(ORG_KINDS)
+        yield RowError(r.row, HEADERS["kind"], f"类型无效：{shown(r.kind)}（应为 {allowed} 之一）")
+    yield from _count_errors(r)
+    for key, limit in _MAX_LEN.items():
+        value = clean_text(getattr(r, key) or "")
+        if len(value) > limit:
+            yield RowError(r.row, HEADERS[key], f"{HEADERS[key]}过长：最多 {limit} 个字")
+        elif _formula_like(key, value):
+            yield RowError(
+                r.row,
+                HEADERS[key],
+                f"{HEADERS[key]}不能以 = + - @ 开头（在表格软件中会被当作公式）：{shown(value)}",
+            )
+
+
+def _code_errors(r: OrgRow) -> Iterator[RowError]:
     if not r.code:
         yield RowError(r.row, HEADERS["code"], "编码不能为空")
     elif not orgs.CODE_RE.match(r.code):
         yield RowError(
             r.row,
             HEADERS["code"],
-            f"编码格式不正确：{r.code}（须以字母或数字开头，只含字母、数字、点、下划线、连字符，"
-            "最长 64 位）",
+            f"编码格式不正确：{shown(r.code)}（须以字母或数字开头，只含字母、数字、点、下划线、"
+            "连字符，最长 64 位）",
         )
-    if not r.name.strip():
-        yield RowError(r.row, HEADERS["name"], "名称不能为空")
-    if not r.kind.strip():
-        yield RowError(r.row, HEADERS["kind"], "类型不能为空")
-    elif normalise_kind(r.kind) is None:
-        allowed = "、".join(ORG_KINDS)
-        yield RowError(r.row, HEADERS["kind"], f"类型无效：{r.kind}（应为 {allowed} 之一）")
-    bad_count = r.raw.get("member_count")
-    if bad_count is not None or (r.member_count is not None and r.member_count < 0):
-        shown = bad_count if bad_count is not None else r.member_count
-        yield RowError(r.row, HEADERS["member_count"], f"党员人数必须是非负整数：{shown}")
-    for key, limit in _MAX_LEN.items():
-        value = getattr(r, key)
-        if value and len(value) > limit:
-            yield RowError(r.row, HEADERS[key], f"{HEADERS[key]}过长：最多 {limit} 个字")
+    if r.parent_code and not orgs.CODE_RE.match(r.parent_code):
+        yield RowError(r.row, HEADERS["parent_code"], f"上级编码格式不正确：{shown(r.parent_code)}")
 
 
-def _load_db(session: Session, codes: set[str]) -> dict[str, _DbOrg]:
-    """Load the existing organisations with these codes, in chunks."""
+def _count_errors(r: OrgRow) -> Iterator[RowError]:
+    bad = r.raw.get("member_count")
+    if bad is not None and bad.isdecimal():
+        yield RowError(r.row, HEADERS["member_count"], f"党员人数过大：最多 {_MAX_MEMBERS:,}")
+    elif bad is not None or (r.member_count is not None and r.member_count < 0):
+        value = shown(bad) if bad is not None else r.member_count
+        yield RowError(r.row, HEADERS["member_count"], f"党员人数必须是非负整数：{value}")
+    elif r.member_count is not None and r.member_count > _MAX_MEMBERS:
+        yield RowError(r.row, HEADERS["member_count"], f"党员人数过大：最多 {_MAX_MEMBERS:,}")
+
+
+def _formula_like(key: str, value: str) -> bool:
+    """Names and secretaries may not look like formulas; a contact may be a +86 / -1 number."""
+    if key == "contact" and _PHONE.match(value):
+        return False
+    return formula_prefixed(value)
+
+
+def _load_db(session: Session, keys: set[str]) -> dict[str, _DbOrg]:
+    """Load the existing organisations with these codes (any case), by code key, in chunks."""
     found: dict[str, _DbOrg] = {}
-    wanted = sorted(codes)
     cols = [ORG.c[n] for n in ("id", "code", "path", "name", "kind", "parent_id")]
     cols += [ORG.c.member_count, ORG.c.secretary_name, ORG.c.contact]
-    for start in range(0, len(wanted), _BATCH):
-        chunk = wanted[start : start + _BATCH]
-        for rec in session.execute(select(*cols).where(ORG.c.code.in_(chunk))):
-            found[rec.code] = _DbOrg(*rec)
+    for chunk in orgs.code_chunks(keys, _BATCH):
+        for rec in session.execute(select(*cols).where(orgs.code_in(chunk, ORG.c.code))):
+            found[code_key(rec.code)] = _DbOrg(*rec)
     return found
 
 
@@ -451,13 +459,13 @@ class _Writer:
     def _values(self, r: OrgRow, old: _DbOrg | None) -> dict[str, Any]:
         """Return the stored fields a row asks for; blank optional cells keep `old`'s values."""
         return {
-            "name": r.name.strip(),
-            "kind": normalise_kind(r.kind),
+            "name": clean_text(r.name),
+            "kind": normalise_kind(clean_text(r.kind)),
             "member_count": r.member_count
             if r.member_count is not None
             else (old.member_count if old else 0),
-            "secretary_name": r.secretary or (old.secretary if old else None),
-            "contact": r.contact or (old.contact if old else None),
+            "secretary_name": clean_text(r.secretary or "") or (old.secretary if old else None),
+            "contact": clean_text(r.contact or "") or (old.contact if old else None),
         }
 
     def _changed(self, r: OrgRow) -> bool:
@@ -552,18 +560,16 @@ def scope_errors(
 
     `reaches(path)` says whether the importing user manages the organisation at `path`. A row
     may change an organisation in reach, or add one under a parent in reach (or under another
-    row of the same file that is itself allowed). Used by the API; the CLI is an operator tool.
+    row of the same file that is itself allowed). Codes match in any case. Used by the API and
+    the web page; the CLI is an operator tool.
     """
-    codes = {r.code for r in rows} | {r.parent_code for r in rows if r.parent_code}
-    db = {
-        o.code: o
-        for o in session.execute(
-            select(Organisation).where(col(Organisation.code).in_(sorted(codes)))
-        ).scalars()
-    }
+    db = _load_db(
+        session,
+        {code_key(r.code) for r in rows} | {code_key(r.parent_code) for r in rows if r.parent_code},
+    )
     errors: list[RowError] = []
     for r in rows:
-        existing = db.get(r.code)
+        existing = db.get(code_key(r.code))
         if existing is not None and not reaches(existing.path):
             errors.append(RowError(r.row, "编码", f"组织 {r.code} 不在您的管辖范围内"))
             continue
@@ -573,7 +579,7 @@ def scope_errors(
                     RowError(r.row, "上级编码", "只能在您管辖的组织之下导入，请填写上级编码")
                 )
             continue
-        parent = db.get(r.parent_code)
+        parent = db.get(code_key(r.parent_code))
         if parent is not None and not reaches(parent.path):
             errors.append(
                 RowError(r.row, "上级编码", f"上级组织 {r.parent_code} 不在您的管辖范围内")

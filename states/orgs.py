@@ -3,16 +3,57 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import string
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_
+from sqlalchemy import ColumnElement, and_, func
 from sqlmodel import Session, col, select
 
 from states.errors import NotFound
 from states.models import Organisation
 
-CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+CODE_CHUNK = 1000
+_FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def code_key(code: str) -> str:
+    """Return the case-insensitive identity of an organisation code.
+
+    Codes are unique by `lower(code)` (index `uq_organisation_code_ci`); they are ASCII
+    (`CODE_RE`), so only A-Z fold, exactly as SQLite's and PostgreSQL's `lower` fold them.
+    """
+    return code.translate(_FOLD)
+
+
+def code_in(keys: Sequence[str], column: Any = None) -> ColumnElement[bool]:
+    """Return `lower(code) IN keys` on `Organisation.code` (or `column`), index-backed.
+
+    Callers pass at most `CODE_CHUNK` keys from `code_chunks`, which keeps every IN list far
+    below PostgreSQL's limit of 65,535 parameters per statement.
+    """
+    return func.lower(col(Organisation.code) if column is None else column).in_(list(keys))
+
+
+def code_chunks(codes: Iterable[str], size: int = CODE_CHUNK) -> Iterator[list[str]]:
+    """Yield the keys of the well-formed `codes`, sorted and de-duplicated, `size` at a time.
+
+    A malformed code (a NUL byte, a space, …) names no organisation and never reaches the
+    database, where PostgreSQL would refuse a NUL byte outright.
+    """
+    keys = sorted({code_key(c) for c in codes if CODE_RE.match(c)})
+    for start in range(0, len(keys), size):
+        yield keys[start : start + size]
+
+
+def orgs_by_code(session: Session, codes: Iterable[str]) -> dict[str, Organisation]:
+    """Return the organisations with these codes in any case, by `code_key`."""
+    found: dict[str, Organisation] = {}
+    for chunk in code_chunks(codes):
+        for org in session.execute(select(Organisation).where(code_in(chunk))).scalars():
+            found[code_key(org.code)] = org
+    return found
 
 
 def child_path(parent_path: str | None, code: str) -> str:
@@ -48,10 +89,8 @@ def get_org(session: Session, org_id: int) -> Organisation:
 
 
 def get_org_by_code(session: Session, code: str) -> Organisation:
-    """Return the organisation with `code` or raise NotFound."""
-    org = session.execute(
-        select(Organisation).where(Organisation.code == code)
-    ).scalar_one_or_none()
+    """Return the organisation with `code` in any case, or raise NotFound."""
+    org = orgs_by_code(session, [code]).get(code_key(code))
     if org is None:
         raise NotFound(f"组织编码不存在：{code}", details={"code": code})
     return org
