@@ -1,4 +1,13 @@
-"""Log-in: password check with a rate limit, and opaque bearer tokens stored as SHA-256."""
+"""Log-in: password check with a rate limit, and opaque bearer tokens stored as SHA-256.
+
+The rate limit cannot be turned on a victim. Failures count per (user name, client) and per
+client, so wrong guesses from one address lock out that address only; across all clients a
+user name is only *slowed* (each attempt waits `SLOW_DELAY` before its check), never locked.
+Counting is atomic on both databases: an attempt's row is inserted and committed in its own
+transaction *before* the password is checked, then the window is counted (`reserve_attempt`);
+over a limit the attempt is refused without a check and its row removed. The password check
+(`finish_login`) holds no database connection; a success removes that pair's rows.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +15,27 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from states.db import read_session, unit_of_work
 from states.errors import RateLimited
 from states.models import ApiToken, Grant, LoginFailure, Organisation, Role, User
 from states.timeutil import utcnow
 from states.users import Actor, GrantView, check_password, hash_password
 
 TOKEN_TTL = timedelta(hours=12)
-#: Failed log-ins allowed per user name, and per client address, inside WINDOW.
-MAX_FAILURES_PER_USER = 5
-MAX_FAILURES_PER_CLIENT = 20
+#: Failed log-ins allowed inside WINDOW per (user name, client), and per client over all names.
+MAX_FAILURES_PER_PAIR = 5
+MAX_FAILURES_PER_CLIENT = 50
+#: Beyond this many failures of one user name inside WINDOW (all clients together), every
+#: attempt for that name waits SLOW_DELAY seconds before its password is checked.
+SLOW_AFTER_PER_USER = 10
+SLOW_DELAY = 2.0
 WINDOW = timedelta(minutes=15)
 # Compared against when the user name is unknown, so both cases take as long.
 _DUMMY_HASH = hash_password("not-a-password-of-anyone")
@@ -109,55 +125,97 @@ def revoke_token(session: Session, token: str, *, now: datetime | None = None) -
     return bool(getattr(result, "rowcount", 0))
 
 
-def _retry_after(session: Session, column: str, value: str, limit: int, now: datetime) -> int:
+def _retry_after(session: Session, where: list[Any], limit: int, now: datetime) -> int:
     """Seconds until the `limit`-th most recent failure leaves the window; 0 if not limited."""
-    field = getattr(LoginFailure, column)
-    since = now - WINDOW
     rows = session.execute(
         select(LoginFailure.at)
-        .where(field == value, col(LoginFailure.at) > since)
+        .where(*where, col(LoginFailure.at) > now - WINDOW)
         .order_by(col(LoginFailure.at).desc())
         .limit(limit)
     ).all()
     if len(rows) < limit:
         return 0
-    oldest = rows[-1][0]
-    return max(1, int((oldest + WINDOW - now).total_seconds()) + 1)
+    return max(1, int((rows[-1][0] + WINDOW - now).total_seconds()) + 1)
 
 
-def check_rate_limit(
-    session: Session, username: str, client: str, *, now: datetime | None = None
-) -> None:
-    """Raise RateLimited if this user name or this client failed too often recently."""
-    now = now or utcnow()
-    wait = max(
-        _retry_after(session, "username", username, MAX_FAILURES_PER_USER, now),
-        _retry_after(session, "client", client, MAX_FAILURES_PER_CLIENT, now),
-    )
-    if wait:
-        raise RateLimited(
-            f"登录失败次数过多，请 {wait} 秒后再试", retry_after=wait, details={"retry_after": wait}
-        )
+@dataclass(frozen=True)
+class LoginAttempt:
+    """A reserved attempt: its row id, and how long to wait before checking the password."""
+
+    id: int
+    username: str
+    client: str
+    delay: float
 
 
-def verify_login(
-    session: Session, username: str, password: str, client: str, *, now: datetime | None = None
-) -> User | None:
-    """Return the user if the password matches; otherwise record the failure and return None.
+def _count(session: Session, where: list[Any], now: datetime) -> int:
+    stmt = sa_select(func.count()).where(*where, col(LoginFailure.at) > now - WINDOW)
+    return int(session.execute(stmt).scalar_one())
 
-    Raises RateLimited before checking anything once the limit is reached. The caller commits,
-    so a failure is counted even though the log-in is refused.
+
+def reserve_attempt(
+    engine: Engine, username: str, client: str, *, now: datetime | None = None
+) -> LoginAttempt:
+    """Record the attempt (committed at once), then count the window; RateLimited if over.
+
+    Every attempt that passes has seen its own row and every row committed before it, so of
+    N concurrent guesses at most the limit pass, on SQLite and PostgreSQL alike.
     """
     now = now or utcnow()
-    username = username.strip()[:64]
-    client = client[:64]
-    check_rate_limit(session, username, client, now=now)
-    user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
-    ok = check_password(password, user.password_hash if user else _DUMMY_HASH)
-    if user is None or not ok or not user.is_active:
-        session.add(LoginFailure(username=username, client=client, at=now))
-        session.execute(delete(LoginFailure).where(col(LoginFailure.at) < now - WINDOW))
-        session.flush()
+    username, client = username.strip()[:64], client[:64]
+    with unit_of_work(engine) as s:
+        s.execute(delete(LoginFailure).where(col(LoginFailure.at) < now - WINDOW))
+        row = LoginFailure(username=username, client=client, at=now)
+        s.add(row)
+        s.flush()
+        attempt_id = int(row.id or 0)
+    pair = [col(LoginFailure.username) == username, col(LoginFailure.client) == client]
+    by_client = [col(LoginFailure.client) == client]
+    by_user = [col(LoginFailure.username) == username]
+    with read_session(engine) as s:
+        over_pair = _count(s, pair, now) > MAX_FAILURES_PER_PAIR
+        over_client = _count(s, by_client, now) > MAX_FAILURES_PER_CLIENT
+        slow = _count(s, by_user, now) > SLOW_AFTER_PER_USER + 1  # this attempt's row too
+    if over_pair:
+        _refuse(engine, attempt_id, pair, MAX_FAILURES_PER_PAIR, now)
+    if over_client:
+        _refuse(engine, attempt_id, by_client, MAX_FAILURES_PER_CLIENT, now)
+    return LoginAttempt(attempt_id, username, client, SLOW_DELAY if slow else 0.0)
+
+
+def _refuse(engine: Engine, attempt_id: int, where: list[Any], limit: int, now: datetime) -> None:
+    """Remove the refused attempt's row (it was never checked) and raise RateLimited."""
+    with unit_of_work(engine) as s:
+        s.execute(delete(LoginFailure).where(col(LoginFailure.id) == attempt_id))
+    with read_session(engine) as s:
+        wait = _retry_after(s, where, limit, now) or 1
+    raise RateLimited(
+        f"登录失败次数过多，请 {wait} 秒后再试", retry_after=wait, details={"retry_after": wait}
+    )
+
+
+def finish_login(
+    engine: Engine, attempt: LoginAttempt, password: str, *, label: str = "api"
+) -> IssuedToken | None:
+    """Check the password of a reserved attempt; on success clear the pair and issue a token.
+
+    On failure the attempt's row stays, counted as a failure. No connection is held while
+    the password is checked (bcrypt, tens of milliseconds).
+    """
+    with read_session(engine) as s:
+        found = s.execute(
+            sa_select(col(User.id), col(User.password_hash), col(User.is_active)).where(
+                col(User.username) == attempt.username
+            )
+        ).one_or_none()
+    ok = check_password(password, found[1] if found else _DUMMY_HASH)
+    if found is None or not ok or not found[2]:
         return None
-    session.execute(delete(LoginFailure).where(col(LoginFailure.username) == username))
-    return user
+    with unit_of_work(engine) as s:
+        s.execute(
+            delete(LoginFailure).where(
+                col(LoginFailure.username) == attempt.username,
+                col(LoginFailure.client) == attempt.client,
+            )
+        )
+        return issue_token(s, int(found[0]), label=label)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 
 from api import schemas as S
+from api.clientaddr import client_address
 from api.deps import engine_of, reader
 from api.errors import responses
 from api.security import authenticated, bearer, public
@@ -14,10 +18,33 @@ from api.v1.convert import org_brief
 from states.db import unit_of_work
 from states.errors import Unauthenticated
 from states.models import ROLE_LABELS, SUBTREE_ROLES, Organisation, User
-from states.tokens import TOKEN_TTL, issue_token, revoke_token, verify_login
+from states.tokens import (
+    TOKEN_TTL,
+    IssuedToken,
+    finish_login,
+    reserve_attempt,
+    revoke_token,
+)
 from states.users import Actor
 
 router = APIRouter(prefix="/api/v1", tags=["登录"])
+
+
+async def log_in(
+    request: Request, username: str, password: str, *, label: str
+) -> IssuedToken | None:
+    """The log-in flow for the API and the pages, off the event loop where it blocks.
+
+    The attempt is reserved (and counted) in a worker thread; a slowed user name waits with
+    asyncio.sleep, holding no thread; the password check runs in a worker thread too.
+    Raises RateLimited over a limit; returns None for a wrong name or password.
+    """
+    engine = engine_of(request)
+    client = client_address(request)
+    attempt = await run_in_threadpool(reserve_attempt, engine, username, client)
+    if attempt.delay:
+        await asyncio.sleep(attempt.delay)
+    return await run_in_threadpool(finish_login, engine, attempt, password, label=label)
 
 
 @router.post(
@@ -26,13 +53,14 @@ router = APIRouter(prefix="/api/v1", tags=["登录"])
     response_model=S.TokenOut,
     responses=responses(401, 422, 429),
 )
-def login(body: S.TokenIn, request: Request, _: None = Depends(public)) -> S.TokenOut:
-    """用户名和密码换取访问令牌（默认 12 小时有效）。连续失败过多会被限流（429，见 Retry-After）。"""
-    client = request.client.host if request.client else "unknown"
-    with unit_of_work(engine_of(request)) as s:
-        user = verify_login(s, body.username, body.password, client)
-        issued = issue_token(s, user.id or 0) if user is not None else None
-    if issued is None:  # the failure was recorded (committed) above
+async def login(body: S.TokenIn, request: Request, _: None = Depends(public)) -> S.TokenOut:
+    """用户名和密码换取访问令牌（默认 12 小时有效）。
+
+    同一用户名在同一客户端地址连续失败 5 次、或同一地址 15 分钟内失败 50 次，会被限流（429，见 Retry-After），
+    只影响该地址；同一用户名在各地址合计失败过多时，每次尝试稍作延迟，但正确的密码仍可登录。
+    """
+    issued = await log_in(request, body.username, body.password, label="api")
+    if issued is None:  # the failure was recorded (committed)
         raise Unauthenticated("用户名或密码错误")
     return S.TokenOut(
         access_token=issued.token,

@@ -7,10 +7,11 @@ import math
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from api.v1.auth import log_in
 from api.web import session as web
 from states.db import unit_of_work
 from states.errors import RateLimited
-from states.tokens import TOKEN_TTL, issue_token, revoke_token, verify_login
+from states.tokens import TOKEN_TTL, revoke_token
 from states.users import Actor
 
 router = APIRouter(include_in_schema=False)
@@ -54,11 +55,8 @@ async def login(request: Request, _: Actor | None = Depends(web.optional_actor))
             error="请输入用户名和密码",
             status_code=422,
         )
-    client = request.client.host if request.client else "unknown"
     try:
-        with unit_of_work(request.app.state.engine) as s:
-            user = verify_login(s, username, password, client)
-            issued = issue_token(s, user.id or 0, label="web") if user is not None else None
+        issued = await log_in(request, username, password, label="web")
     except RateLimited as exc:
         minutes = max(1, math.ceil(exc.retry_after / 60))
         return _login_page(
