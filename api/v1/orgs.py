@@ -1,29 +1,86 @@
-"""The organisation tree: read within reach, import (organisers and admins)."""
+"""The organisation tree: read within reach, import (organisers and admins).
+
+Imports never parse on the event loop: the upload is copied and read in a worker thread, within
+`states.sheets` limits (413 for sizes, 422 for rows, columns and cells), and at most
+`IMPORT_SLOTS` imports run at once per process; the next waits `SLOT_WAIT` s, then gets 503.
+The web page (`api/web/orgs.py`) imports through `read_upload` and `import_slot` too.
+"""
 
 from __future__ import annotations
 
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
 from sqlalchemy import and_
 from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 from api import schemas as S
 from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
-from api.errors import responses
+from api.errors import ErrorOut, error_body, responses
 from api.security import authenticated, roles
 from api.v1.convert import org_out
 from states.errors import InvalidInput, NotFound
-from states.importer import import_orgs, parse_file, scope_errors
+from states.importer import ParsedRows, import_orgs, parse_file, scope_errors
 from states.models import ORG_KINDS, Organisation, Role
 from states.orgs import subtree_filter
 from states.queries import org_page
+from states.sheets import SheetLimits, TooLarge
 from states.users import Actor
 
 router = APIRouter(prefix="/api/v1", tags=["组织"])
-MAX_IMPORT_BYTES = 10 * 1024 * 1024
+SUFFIXES = (".csv", ".xlsx", ".xlsm")
+IMPORT_SLOTS = 2
+SLOT_WAIT = 5.0
+BUSY_MESSAGE = "当前正在处理的导入较多，请稍后重试"
+_slots = threading.BoundedSemaphore(IMPORT_SLOTS)
+
+
+class ImportBusy(Exception):
+    """Every import slot of this process stayed taken for `SLOT_WAIT` seconds."""
+
+
+@contextmanager
+def import_slot() -> Iterator[None]:
+    """Hold one of the process's import slots (blocking; call it in a worker thread)."""
+    if not _slots.acquire(timeout=SLOT_WAIT):
+        raise ImportBusy
+    try:
+        yield
+    finally:
+        _slots.release()
+
+
+def read_upload(source: BinaryIO, suffix: str) -> ParsedRows:
+    """Copy an upload (at most one byte over the limit) to a temporary file and parse it."""
+    limits = SheetLimits.from_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        source.seek(0)
+        with path.open("wb") as out:
+            _copy(source, out, limits.max_bytes + 1)
+        return parse_file(path, limits)
+
+
+def _copy(source: BinaryIO, out: BinaryIO, budget: int) -> None:
+    while budget > 0 and (chunk := source.read(min(budget, 1024 * 1024))):
+        out.write(chunk)
+        budget -= len(chunk)
+
+
+def unsupported(suffix: str) -> str | None:
+    """Return the message for a file type imports do not read (None when it is read)."""
+    if suffix in SUFFIXES:
+        return None
+    return f"不支持的文件类型：{suffix or '（无扩展名）'}，请上传 CSV 或 XLSX 文件"
+
+
 KindQuery = Query(None, description="只看此类型：" + "、".join(ORG_KINDS))
 
 
@@ -103,7 +160,10 @@ def get_subtree(
     "/orgs/import",
     summary="导入组织树（CSV/XLSX）",
     response_model=S.ImportOut,
-    responses=responses(401, 403, 409, 413, 422),
+    responses={
+        **responses(401, 403, 409, 413, 422),
+        503: {"model": ErrorOut, "description": "同时进行的导入过多，请稍后重试"},
+    },
 )
 async def import_file(
     request: Request,
@@ -113,31 +173,41 @@ async def import_file(
     actor: Actor = Depends(roles(Role.ORGANISER, Role.ADMIN)),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    """按编码幂等地导入组织；只能导入到本人管辖的组织之下。任何一行有错则整批不写入，返回每处错误的行号与列名。"""
-    data = await file.read(MAX_IMPORT_BYTES + 1)
-    if len(data) > MAX_IMPORT_BYTES:
-        raise HTTPException(413)
+    """按编码幂等地导入组织；只能导入到本人管辖的组织之下。任何一行有错则整批不写入，返回每处错误的行号与列名。
+
+    上限：文件 10 MB；XLSX 解压后单个部件 100 MB、合计 200 MB；数据 200,000 行、256 列、
+    每格 1,000 字。超出大小上限返回 413，行数、列数或单元格超限返回 422（指明行与列）。
+    编码不区分大小写：与已有组织仅大小写不同的编码即是该组织。"""
     suffix = Path(file.filename or "").suffix.lower()
-    if suffix not in (".csv", ".xlsx", ".xlsm"):
-        raise InvalidInput(
-            f"不支持的文件类型：{suffix or '（无扩展名）'}，请上传 CSV 或 XLSX 文件",
-            details=[{"field": "file"}],
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"upload{suffix}"
-        path.write_bytes(data)
-        rows = parse_file(path)
+    message = unsupported(suffix)
+    if message is not None:
+        raise InvalidInput(message, details=[{"field": "file"}])
+    try:
+        return await run_in_threadpool(_import, request, actor, idem, file.file, suffix)
+    except TooLarge as exc:
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=413)
+    except ImportBusy:
+        body = error_body("busy", BUSY_MESSAGE)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "10"})
 
-    def change(s: Session) -> S.ImportOut:
-        errors = scope_errors(s, rows, actor.reaches)
-        if errors:
-            raise InvalidInput(
-                f"导入失败：共 {len(errors)} 处超出管辖范围，未写入任何数据",
-                details=[e.__dict__ for e in errors],
+
+def _import(
+    request: Request, actor: Actor, idem: Idem | None, source: BinaryIO, suffix: str
+) -> JSONResponse:
+    """Read and import in one worker thread, holding an import slot throughout."""
+    with import_slot():
+        rows = read_upload(source, suffix)
+
+        def change(s: Session) -> S.ImportOut:
+            errors = scope_errors(s, rows, actor.reaches)
+            if errors:
+                raise InvalidInput(
+                    f"导入失败：共 {len(errors)} 处超出管辖范围，未写入任何数据",
+                    details=[e.__dict__ for e in errors],
+                )
+            result = import_orgs(s, rows, actor_id=actor.user_id)
+            return S.ImportOut(
+                created=result.created, updated=result.updated, unchanged=result.unchanged
             )
-        result = import_orgs(s, rows, actor_id=actor.user_id)
-        return S.ImportOut(
-            created=result.created, updated=result.updated, unchanged=result.unchanged
-        )
 
-    return await run_in_threadpool(write, request, actor, idem, 200, change)
+        return write(request, actor, idem, 200, change)

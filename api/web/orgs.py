@@ -8,7 +8,6 @@ organisation or above it; organisers cannot grant or revoke the admin role.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,15 +19,17 @@ from sqlmodel import Session, col, select
 from starlette.datastructures import FormData, UploadFile
 
 from api.deps import IdPath, engine_of
+from api.v1.orgs import BUSY_MESSAGE, ImportBusy, import_slot, read_upload, unsupported
 from api.web.session import csrf_protect, flash, form_data, page_actor, redirect, render
 from states.campaigns import LAUNCH_ROLES
 from states.db import read_session, unit_of_work
 from states.errors import Conflict, Forbidden, InvalidInput, NotFound
-from states.importer import HEADERS, RowError, parse_file, scope_errors, validate
+from states.importer import HEADERS, ParsedRows, RowError, scope_errors, validate
 from states.importer import import_orgs as run_import
 from states.models import ROLE_LABELS, SUBTREE_ROLES, Grant, Organisation, Role, User
 from states.orgs import ancestors, is_within
 from states.queries import org_page
+from states.sheets import SheetLimits, TooLarge
 from states.users import (
     MANAGE_ROLES,
     Actor,
@@ -41,7 +42,6 @@ from states.users import (
 )
 
 router = APIRouter(include_in_schema=False)
-MAX_IMPORT_BYTES = 10 * 1024 * 1024
 CHILD_PAGE = 100
 GRANT_PAGE = 100
 SAMPLE_CSV = (
@@ -296,7 +296,7 @@ def import_form(request: Request, actor: Annotated[Actor, Depends(page_actor)]) 
     """The upload form."""
     if not _may_import(actor):
         raise Forbidden("只有组织员或管理员可以导入组织")
-    return render(request, "import.html", {"headers": list(HEADERS.values())})
+    return _import_page(request, 200)
 
 
 @router.get("/orgs/import/sample.csv")
@@ -325,28 +325,38 @@ def import_upload(
     actor: Annotated[Actor, Depends(page_actor)],
     data: Annotated[FormData, Depends(form_data)],
 ) -> Response:
-    """Validate the whole file against the tree and the importer's reach; write all or nothing."""
+    """Validate the whole file against the tree and the importer's reach; write all or nothing.
+
+    A sync route, so FastAPI runs it in a worker thread: the file is read there, within the
+    `states.sheets` limits, holding one of the import slots the API uses too.
+    """
     if not _may_import(actor):
         raise Forbidden("只有组织员或管理员可以导入组织")
-    headers = list(HEADERS.values())
     upload = data.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
-        return render(request, "import.html", {"headers": headers, "file_error": "请选择文件"}, 422)
+        return _import_page(request, 422, file_error="请选择文件")
     suffix = Path(upload.filename).suffix.lower()
-    if suffix not in (".csv", ".xlsx", ".xlsm"):
-        message = f"不支持的文件类型：{suffix or '（无扩展名）'}，请上传 CSV 或 XLSX 文件"
-        return render(request, "import.html", {"headers": headers, "file_error": message}, 422)
-    content = upload.file.read(MAX_IMPORT_BYTES + 1)
-    if len(content) > MAX_IMPORT_BYTES:
-        message = f"文件过大（上限 {MAX_IMPORT_BYTES // 1024 // 1024} MB）"
-        return render(request, "import.html", {"headers": headers, "file_error": message}, 413)
+    message = unsupported(suffix)
+    if message is not None:
+        return _import_page(request, 422, file_error=message)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"upload{suffix}"
-            path.write_bytes(content)
-            rows = parse_file(path)
+        with import_slot():
+            return _import_rows(request, actor, read_upload(upload.file, suffix), upload.filename)
+    except TooLarge as exc:
+        return _import_page(request, 413, file_error=exc.message)
     except InvalidInput as exc:
-        return render(request, "import.html", {"headers": headers, "file_error": exc.message}, 422)
+        return _import_page(request, 422, file_error=exc.message)
+    except ImportBusy:
+        return _import_page(request, 503, file_error=BUSY_MESSAGE)
+
+
+def _import_page(request: Request, status: int, **context: Any) -> HTMLResponse:
+    limits = SheetLimits.from_env()
+    context = {"headers": list(HEADERS.values()), "limits": limits, **context}
+    return render(request, "import.html", context, status)
+
+
+def _import_rows(request: Request, actor: Actor, rows: ParsedRows, filename: str) -> Response:
     with unit_of_work(engine_of(request)) as s:
         errors = scope_errors(s, rows, actor.reaches)
         if errors:  # show the file's other problems too, so one round of fixes is enough
@@ -360,12 +370,7 @@ def import_upload(
             s.rollback()
     if errors:
         unique = sorted(set(errors), key=lambda e: (e.row, e.column))
-        return render(
-            request,
-            "import.html",
-            {"headers": headers, "errors": unique, "filename": upload.filename},
-            422,
-        )
+        return _import_page(request, 422, errors=unique, filename=filename)
     flash(
         request,
         f"导入完成：新建 {result.created} 个、更新 {result.updated} 个、"
