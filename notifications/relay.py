@@ -4,7 +4,7 @@ One pass (`run_once`):
 
 1. **Claim** a batch of due outbox rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite takes
    its write lock) and lease them for a while, so two relays never work on the same row.
-2. **Plan** in one transaction: resolve the recipients, render the notice, write the in-app
+2. **Plan** (`notifications.planning`) in one transaction: resolve the recipients, render the notice, write the in-app
    inbox rows (delivered right there, exactly once) and one `delivery` row per other channel and
    target, each with a stable message id. Planning again adds nothing (unique keys).
 3. **Send** each pending delivery and record its result in its own small transaction. A relay
@@ -15,16 +15,20 @@ One pass (`run_once`):
 
 Retries back off exponentially; robots' own throttles and our per-robot rate limits defer a
 delivery without counting an attempt; a permanent failure is recorded and shown, never dropped.
+
+One notice never stops another: an organisation's wording that fails falls back to the built-in
+wording (and the failure is recorded on the wording and told to whoever saved it); a batch that
+cannot be planned is planned row by row, and a row that still fails is retried with backoff and
+fails for good after `MAX_ATTEMPTS`; a sending error is that delivery's failure; and whatever
+escapes a pass releases the rows it claimed before it propagates.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,72 +38,36 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from notifications import channels
-from notifications.recipients import ESCALATIONS, resolve
+from notifications.planning import (
+    MAX_ATTEMPTS,
+    RelayReport,
+    backoff,
+    message_id,
+    plan,
+    reason_for,
+    release,
+)
+from notifications.recipients import ESCALATIONS
 from notifications.render import Rendered, render
-from states import inbox
-from states.db import insert_ignoring_conflicts, unit_of_work
+from states.db import unit_of_work
 from states.models import (
     Delivery,
     Organisation,
     OrgChannel,
     OutboxMessage,
-    Run,
 )
 from states.notice_settings import (
     KIND_LABELS,
     channels_of,
     in_quiet_hours,
     mask_url,
-    opted_out,
-    template_for,
 )
 from states.timeutil import to_local, utcnow
 
 LEASE = timedelta(minutes=2)
-MAX_ATTEMPTS = 8
-BASE_DELAY = 60.0
-MAX_DELAY = 3600.0
 ROBOTS = frozenset({"wecom", "dingtalk", "feishu"})
 
-
-def message_id(dedupe_key: str, channel: str, target: str) -> str:
-    """The stable id of one notice through one channel to one target."""
-    digest = hashlib.sha256(f"{dedupe_key}|{channel}|{target}".encode()).hexdigest()
-    return f"dj-{digest[:32]}"
-
-
-def backoff(attempts: int) -> float:
-    """Seconds before retry number `attempts` (1, 2, …): 1 min, 2, 4, … up to 1 hour."""
-    return min(BASE_DELAY * 2 ** max(0, attempts - 1), MAX_DELAY)
-
-
-@dataclass
-class RelayReport:
-    """What one pass did, per channel."""
-
-    claimed: int = 0
-    done: int = 0
-    failed_rows: int = 0
-    sent: Counter[str] = field(default_factory=Counter)
-    retried: Counter[str] = field(default_factory=Counter)
-    deferred: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-
-    def summary(self) -> str:
-        def fmt(c: Counter[str]) -> str:
-            return "，".join(f"{k} {v}" for k, v in sorted(c.items())) or "0"
-
-        return (
-            f"处理 {self.claimed} 条通知：完成 {self.done}，失败 {self.failed_rows}；"
-            f"已发送 {fmt(self.sent)}；稍后重试 {fmt(self.retried)}；"
-            f"延后（限流/免打扰）{fmt(self.deferred)}；永久失败 {fmt(self.failed)}"
-        )
-
-
-def _insert_ignore(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    session.execute(insert_ignoring_conflicts(session, model), rows)
+log = logging.getLogger("dangjian.relay")
 
 
 def claim(engine: Engine, *, batch: int = 100, now: datetime | None = None) -> list[OutboxMessage]:
@@ -136,124 +104,6 @@ def claim(engine: Engine, *, batch: int = 100, now: datetime | None = None) -> l
             ).scalars()
         )
     return rows
-
-
-def _scope_paths(session: Session, rows: Sequence[OutboxMessage]) -> dict[int, str]:
-    """The organisation path each notice is about (its run's branch, else its target)."""
-    run_ids = sorted({r.run_id for r in rows if r.run_id})
-    by_run: dict[int, str] = {}
-    if run_ids:
-        by_run = {
-            int(i): p
-            for i, p in session.execute(
-                select(Run.id, Organisation.path)
-                .join(Organisation, col(Organisation.id) == col(Run.org_id))
-                .where(col(Run.id).in_(run_ids))
-            ).all()
-        }
-    org_ids = sorted({r.org_id for r in rows if r.org_id})
-    by_org: dict[int, str] = {}
-    if org_ids:
-        by_org = {
-            int(i): p
-            for i, p in session.execute(
-                select(Organisation.id, Organisation.path).where(col(Organisation.id).in_(org_ids))
-            ).all()
-        }
-    out = {}
-    for r in rows:
-        path = by_run.get(r.run_id or 0) or by_org.get(r.org_id or 0)
-        if path:
-            out[r.id or 0] = path
-    return out
-
-
-def plan(
-    engine: Engine,
-    rows: Sequence[OutboxMessage],
-    *,
-    now: datetime | None = None,
-    env: Mapping[str, str] | None = None,
-    report: RelayReport | None = None,
-) -> dict[int, Rendered]:
-    """Resolve, render, deliver in-app and record the other deliveries, in one transaction."""
-    now = now or utcnow()
-    email_on = channels.SmtpSettings.from_env(env) is not None
-    rendered: dict[int, Rendered] = {}
-    with unit_of_work(engine) as s:
-        audience = resolve(s, rows)
-        paths = _scope_paths(s, rows)
-        org_ids = {o for rec in audience.values() for o in rec.orgs}
-        org_channels: dict[int, list[OrgChannel]] = {}
-        if org_ids:
-            for ch in s.execute(
-                select(OrgChannel).where(
-                    col(OrgChannel.org_id).in_(sorted(org_ids)), col(OrgChannel.enabled).is_(True)
-                )
-            ).scalars():
-                org_channels.setdefault(ch.org_id, []).append(ch)
-        no_email = opted_out(
-            s, sorted({u for rec in audience.values() for u in rec.users}), "email"
-        )
-        overrides: dict[tuple[str, str], str | None] = {}
-        inbox_rows: list[dict[str, Any]] = []
-        deliveries: list[dict[str, Any]] = []
-        for row in rows:
-            rid = row.id or 0
-            path = paths.get(rid)
-            key = (path or "", row.event_kind)
-            if path and key not in overrides:
-                overrides[key] = template_for(s, path, row.event_kind)
-            msg = render(row.event_kind, row.payload, override=overrides.get(key), env=env)
-            rendered[rid] = msg
-            rec = audience[rid]
-
-            def add(
-                channel: str, target: str, status: str = "pending", row: OutboxMessage = row
-            ) -> None:
-                deliveries.append(
-                    {
-                        "outbox_id": row.id,
-                        "channel": channel,
-                        "target": target,
-                        "message_id": message_id(row.dedupe_key, channel, target),
-                        "status": status,
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "sent_at": now if status == "sent" else None,
-                        "created_at": now,
-                    }
-                )
-
-            inbox_rows += inbox.rows_for(
-                rec.user_ids(),
-                kind=row.event_kind,
-                title=msg.title,
-                body=msg.text,
-                run_id=row.run_id,
-                org_id=row.org_id,
-                outbox_id=rid,
-                now=now,
-            )
-            for uid in rec.user_ids():
-                add("inapp", f"user:{uid}", "sent")
-            if email_on:
-                for addr in sorted(
-                    {
-                        p.email.strip().lower()
-                        for p in rec.users.values()
-                        if p.email and p.user_id not in no_email
-                    }
-                ):
-                    add("email", addr)
-            for org_id in sorted(rec.orgs):
-                for ch in org_channels.get(org_id, []):
-                    add(ch.kind, f"org_channel:{ch.id}")
-        inbox.insert_rows(s, inbox_rows)
-        _insert_ignore(s, Delivery, deliveries)
-    if report is not None and inbox_rows:
-        report.sent["inapp"] += len(inbox_rows)
-    return rendered
 
 
 def _robot_wait(session: Session, ch: OrgChannel, now: datetime) -> datetime | None:
@@ -336,40 +186,55 @@ def deliver(
             # Slow receivers: stop before the lease runs out and another relay may take these
             # rows; what is left stays pending and `finish` makes it due again at once.
             break
-        row = by_id[d.outbox_id]
         r = rendered.get(d.outbox_id)
         if r is None:
             continue
-        ch: OrgChannel | None = None
-        with unit_of_work(engine) as s:
-            if d.target.startswith("org_channel:"):
-                ch = s.get(OrgChannel, int(d.target.split(":", 1)[1]))
-            if ch is not None and d.channel in ROBOTS:
-                wait = _robot_wait(s, ch, now)
-                quiet_end = in_quiet_hours(ch.quiet_hours, to_local(now))
-                if quiet_end is not None and not (
-                    row.event_kind in ESCALATIONS and ch.escalations_in_quiet
-                ):
-                    wait = max(wait or quiet_end, quiet_end)
-                if wait is not None:
-                    s.execute(
-                        update(Delivery)
-                        .where(col(Delivery.id) == d.id)
-                        .values(next_attempt_at=wait)
-                    )
-                    report.deferred[d.channel] += 1
-                    continue
-        msg = channels.Message(
-            id=d.message_id,
-            event_kind=row.event_kind,
-            title=r.title,
-            text=r.text,
-            html=r.html,
-            markdown=r.markdown,
-            link=r.link,
-        )
-        result = _send(d, ch, msg, env)
-        _record(engine, d, ch, result, report, utcnow() if now is None else now)
+        try:
+            _deliver_one(engine, d, by_id[d.outbox_id], r, report, now, env)
+        except Exception:  # one delivery's trouble is that delivery's failed attempt, no more
+            log.exception("delivery %s failed", d.id)
+            failed = channels.Result(ok=False, detail=reason_for("发送时出错"))
+            _record(engine, d, None, failed, report, now)
+
+
+def _deliver_one(
+    engine: Engine,
+    d: Delivery,
+    row: OutboxMessage,
+    r: Rendered,
+    report: RelayReport,
+    now: datetime,
+    env: Mapping[str, str] | None,
+) -> None:
+    """Send one delivery now, or defer it (robot paused, rate limit, quiet hours)."""
+    ch: OrgChannel | None = None
+    with unit_of_work(engine) as s:
+        if d.target.startswith("org_channel:"):
+            ch = s.get(OrgChannel, int(d.target.split(":", 1)[1]))
+        if ch is not None and d.channel in ROBOTS:
+            wait = _robot_wait(s, ch, now)
+            quiet_end = in_quiet_hours(ch.quiet_hours, to_local(now))
+            if quiet_end is not None and not (
+                row.event_kind in ESCALATIONS and ch.escalations_in_quiet
+            ):
+                wait = max(wait or quiet_end, quiet_end)
+            if wait is not None:
+                s.execute(
+                    update(Delivery).where(col(Delivery.id) == d.id).values(next_attempt_at=wait)
+                )
+                report.deferred[d.channel] += 1
+                return
+    msg = channels.Message(
+        id=d.message_id,
+        event_kind=row.event_kind,
+        title=r.title,
+        text=r.text,
+        html=r.html,
+        markdown=r.markdown,
+        link=r.link,
+    )
+    result = _send(d, ch, msg, env)
+    _record(engine, d, ch, result, report, now)
 
 
 def _record(
@@ -472,9 +337,21 @@ def run_once(
     report.claimed = len(rows)
     if not rows:
         return report
-    rendered = plan(engine, rows, now=now, env=env, report=report)
-    deliver(engine, rows, rendered, report, now=now, env=env)
-    finish(engine, rows, report, now=now)
+    try:
+        rendered = plan(engine, rows, now=now, env=env, report=report)
+        planned = [r for r in rows if (r.id or 0) in rendered]
+        deliver(engine, planned, rendered, report, now=now, env=env)
+        finish(engine, planned, report, now=now)
+    except BaseException:
+        # Whatever escapes (the database gone, an interrupt): give the claimed rows back.
+        reason = reason_for("中继出错")
+        try:
+            release(engine, rows, reason, report, now or utcnow())
+        except Exception:
+            log.exception(
+                "releasing %d claimed notices failed; their lease will run out", len(rows)
+            )
+        raise
     return report
 
 

@@ -11,30 +11,19 @@ from __future__ import annotations
 import html as html_lib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import (
-    BaseLoader,
-    Environment,
-    FileSystemLoader,
-    StrictUndefined,
-    Template,
-    TemplateError,
-    UndefinedError,
-    nodes,
-)
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, UndefinedError
 
-from states.errors import InvalidInput
+from notifications import sandbox
+from notifications.sandbox import MAX_OUTPUT
+from states.errors import InvalidInput, RateLimited
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAX_SOURCE = 8000
-MAX_OUTPUT = 20_000
-MAX_RANGE = 500
-MAX_LOOP_DEPTH = 2
 
 KIND_LABELS = {
     "request_submitted": "待审批的推进申请",
@@ -163,37 +152,6 @@ _PLAIN = _plain_env(loader=FileSystemLoader(TEMPLATES), autoescape=False)
 _HTML = _plain_env(loader=FileSystemLoader(TEMPLATES), autoescape=True)
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """No dunders, no mutation, no `**`, no huge repeats, small ranges."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def __init__(self, autoescape: bool) -> None:
-        super().__init__(loader=BaseLoader(), undefined=StrictUndefined, autoescape=autoescape)
-        self.globals = {"range": _small_range}
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            raise SecurityError("模板中不允许乘方运算")
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(n, int)
-                if sized and len(seq) * n > MAX_OUTPUT:
-                    raise SecurityError("模板生成的内容过长")
-        return super().call_binop(context, operator, left, right)
-
-
-def _small_range(*args: int) -> range:
-    r = range(*args)
-    if len(r) > MAX_RANGE:
-        raise SecurityError(f"range 最多 {MAX_RANGE} 项")
-    return r
-
-
-_SANDBOX_PLAIN = _Sandbox(autoescape=False)
-_SANDBOX_HTML = _Sandbox(autoescape=True)
-
-
 def _context(payload: Mapping[str, Any], link: str | None) -> dict[str, Any]:
     ctx = dict(DEFAULTS)
     for key, value in payload.items():
@@ -209,16 +167,62 @@ def _block(tpl: Template, name: str, ctx: dict[str, Any]) -> str | None:
         return None
     out: list[str] = []
     size = 0
-    for piece in render(tpl.new_context(ctx)):
+    for piece in sandbox.iter_limited(render(tpl.new_context(ctx))):
         size += len(piece)
         if size > MAX_OUTPUT:
-            raise SecurityError("模板生成的内容过长")
+            raise sandbox.BudgetExceeded("模板生成的内容过长")
         out.append(piece)
     return "".join(out)
 
 
 def _lines(body: str) -> list[str]:
     return [ln.strip() for ln in body.splitlines() if ln.strip()]
+
+
+# Robots' markdown dialects differ on backslash escapes (WeCom documents none), so the characters
+# that make links, images, tags, mentions, emphasis, headings and table cells become their
+# full-width forms, which read naturally in Chinese text and are inert in every dialect.
+_MD_INERT = str.maketrans(
+    {
+        "[": "［",
+        "]": "］",
+        "(": "（",
+        ")": "）",
+        "!": "！",
+        "<": "＜",
+        ">": "＞",
+        "*": "＊",
+        "_": "＿",
+        "`": "｀",
+        "#": "＃",
+        "|": "｜",
+        "~": "～",
+        "\\": "＼",
+    }
+)
+
+
+def md_escape(value: Any) -> Any:
+    """User-written text made inert in robot markdown (recursively through lists and dicts)."""
+    if isinstance(value, str):
+        return value.translate(_MD_INERT)
+    if isinstance(value, list):
+        return [md_escape(v) for v in value]
+    if isinstance(value, dict):
+        return {k: md_escape(v) for k, v in value.items()}
+    return value
+
+
+def _markdown(plain: Template, ctx: dict[str, Any]) -> str:
+    """The robot variant: every substituted value escaped; our own link stays a live link."""
+    md_ctx = {k: (v if k == "link" else md_escape(v)) for k, v in ctx.items()}
+    own = _block(plain, "markdown", md_ctx)
+    if own:
+        return own
+    title = " ".join(_lines(_block(plain, "title", md_ctx) or ""))
+    body = _lines(_block(plain, "body", md_ctx) or "")
+    link = ctx.get("link")
+    return f"### {title}\n\n" + "\n\n".join(body) + (f"\n\n[查看详情]({link})" if link else "")
 
 
 def _compose(plain: Template, html_tpl: Template, ctx: dict[str, Any]) -> Rendered:
@@ -232,14 +236,55 @@ def _compose(plain: Template, html_tpl: Template, ctx: dict[str, Any]) -> Render
         + "".join(f"<p>{html_lib.escape(ln)}</p>" for ln in body)
         + (f'<p><a href="{html_lib.escape(link)}">查看详情</a></p>' if link else "")
     )
-    markdown = _block(plain, "markdown", ctx) or (
-        f"### {title}\n\n" + "\n\n".join(body) + (f"\n\n[查看详情]({link})" if link else "")
-    )
+    markdown = _markdown(plain, ctx)
     return Rendered(title, text.strip(), html, markdown.strip(), link)
 
 
 def _template_name(event_kind: str) -> str:
     return f"{event_kind}.j2" if event_kind in KIND_LABELS else "test.j2"
+
+
+def _sandboxed(source: str, ctx: dict[str, Any], wait: float | None) -> Rendered:
+    """Compile (cached) and render an override in a render slot, the render under the budget."""
+    with sandbox.slot(wait):
+        plain, html_tpl = sandbox.compile_pair(source)
+        if "title" not in plain.blocks or "body" not in plain.blocks:
+            raise InvalidInput(
+                "模板须定义 {% block title %} 和 {% block body %}", details=[{"field": "source"}]
+            )
+        with sandbox.budget():
+            out = _compose(plain, html_tpl, ctx)
+    if not out.title:
+        raise InvalidInput("模板渲染出的标题为空", details=[{"field": "source"}])
+    return out
+
+
+def render_notice(
+    event_kind: str,
+    payload: Mapping[str, Any],
+    *,
+    override: str | None = None,
+    env: Mapping[str, str] | None = None,
+    wait: float | None = None,
+) -> tuple[Rendered, str | None]:
+    """Render a notice; a failing override falls back to the built-in wording.
+
+    Returns the notice and, when the override failed, why (in Chinese, with its line). Waits
+    for a render slot at most `wait` seconds (None: as long as it takes), else RateLimited.
+    """
+    ctx = _context(payload, link_for(event_kind, payload, env))
+    error = None
+    if override is not None:
+        try:
+            return _sandboxed(override, ctx, wait), None
+        except RateLimited:
+            raise
+        except InvalidInput as exc:
+            error = exc.message
+        except Exception as exc:  # anything an organiser's template can raise
+            error = sandbox.describe(exc)[0]
+    name = _template_name(event_kind)
+    return _compose(_PLAIN.get_template(name), _HTML.get_template(name), ctx), error
 
 
 def render(
@@ -248,29 +293,25 @@ def render(
     *,
     override: str | None = None,
     env: Mapping[str, str] | None = None,
+    wait: float | None = None,
 ) -> Rendered:
     """Render a notice; a broken override falls back to the built-in wording."""
-    ctx = _context(payload, link_for(event_kind, payload, env))
-    if override is not None:
-        try:
-            return _compose(
-                _SANDBOX_PLAIN.from_string(override), _SANDBOX_HTML.from_string(override), ctx
-            )
-        except (TemplateError, SecurityError, TypeError, ValueError):
-            pass
-    name = _template_name(event_kind)
-    return _compose(_PLAIN.get_template(name), _HTML.get_template(name), ctx)
+    return render_notice(event_kind, payload, override=override, env=env, wait=wait)[0]
 
 
-def _loop_depth(node: nodes.Node, depth: int = 0) -> Iterator[int]:
-    for child in node.iter_child_nodes():
-        d = depth + 1 if isinstance(child, nodes.For) else depth
-        yield d
-        yield from _loop_depth(child, d)
+def _unknown_field(exc: UndefinedError) -> str:
+    name = re.search(r"'([^']+)' is undefined", str(exc))
+    known = "、".join(sorted(k for k in DEFAULTS if k != "link"))
+    what = f"未知的字段 {name[1]}" if name else str(exc)
+    return f"{what}（可用的字段：{known}）"
 
 
 def validate_override(event_kind: str, source: str) -> Rendered:
-    """Check an override by rendering the sample data; raise InvalidInput saying what is wrong."""
+    """Check an override by rendering the sample data under the render budget.
+
+    Raises InvalidInput saying what is wrong and on which line (`details[0]["line"]`), or
+    RateLimited when no render slot frees within a few seconds.
+    """
     if event_kind not in KIND_LABELS:
         raise InvalidInput(
             f"未知的通知类型：{event_kind}（可选：{'、'.join(KIND_LABELS)}）",
@@ -279,35 +320,12 @@ def validate_override(event_kind: str, source: str) -> Rendered:
     if len(source) > MAX_SOURCE:
         raise InvalidInput(f"模板过长（最多 {MAX_SOURCE} 字）", details=[{"field": "source"}])
     try:
-        parsed = _SANDBOX_PLAIN.parse(source)
-        if max(_loop_depth(parsed), default=0) > MAX_LOOP_DEPTH:
-            raise SecurityError(f"循环最多嵌套 {MAX_LOOP_DEPTH} 层")
-        plain = _SANDBOX_PLAIN.from_string(source)
-        if "title" not in plain.blocks or "body" not in plain.blocks:
-            raise InvalidInput(
-                "模板须定义 {% block title %} 和 {% block body %}", details=[{"field": "source"}]
-            )
-        ctx = _context(SAMPLE, SAMPLE["link"])
-        out = _compose(plain, _SANDBOX_HTML.from_string(source), ctx)
-    except InvalidInput:
+        return _sandboxed(source, _context(SAMPLE, SAMPLE["link"]), sandbox.BUSY_WAIT)
+    except (InvalidInput, RateLimited):
         raise
-    except SecurityError as exc:
-        raise InvalidInput(f"模板不安全：{exc}", details=[{"field": "source"}]) from exc
-    except UndefinedError as exc:
-        name = re.search(r"'([^']+)' is undefined", str(exc))
-        known = "、".join(sorted(k for k in DEFAULTS if k != "link"))
-        what = f"未知的字段 {name[1]}" if name else str(exc)
-        raise InvalidInput(
-            f"模板有误：{what}（可用的字段：{known}）", details=[{"field": "source"}]
-        ) from exc
-    except TemplateError as exc:
-        line = getattr(exc, "lineno", None)
-        where = f"第 {line} 行：" if line else ""
-        raise InvalidInput(
-            f"模板有误：{where}{exc.message or exc}", details=[{"field": "source", "line": line}]
-        ) from exc
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"模板有误：{exc}", details=[{"field": "source"}]) from exc
-    if not out.title:
-        raise InvalidInput("模板渲染出的标题为空", details=[{"field": "source"}])
-    return out
+    except Exception as exc:  # anything a template can raise is the template's fault: 422
+        message, line = sandbox.describe(exc)
+        if isinstance(exc, UndefinedError) and "is undefined" in str(exc):
+            where = f"第 {line} 行：" if line else ""
+            message = f"模板有误：{where}{_unknown_field(exc)}"
+        raise InvalidInput(message, details=[{"field": "source", "line": line}]) from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -11,9 +11,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from states import audit, outbound
+from states import audit, inbox, outbound
 from states.errors import InvalidInput, NotFound
-from states.models import ChannelKind, NoticeTemplate, NotifyOptOut, Organisation, OrgChannel
+from states.models import (
+    ChannelKind,
+    InboxItem,
+    NoticeTemplate,
+    NotifyOptOut,
+    Organisation,
+    OrgChannel,
+)
 from states.orgs import ancestor_paths
 from states.timeutil import utcnow
 
@@ -310,6 +317,7 @@ def save_template(
     row.source = source
     row.updated_by = actor_id
     row.updated_at = utcnow()
+    row.last_error, row.last_error_at, row.failures = None, None, 0  # a new wording, a clean slate
     session.add(row)
     session.flush()
     audit.append(
@@ -322,14 +330,83 @@ def save_template(
     return row
 
 
-def template_for(session: Session, org_path: str, event_kind: str) -> str | None:
-    """The nearest override (the organisation itself, then its ancestors) for `event_kind`."""
+def override_for(session: Session, org_path: str, event_kind: str) -> tuple[int, str] | None:
+    """The nearest override (the organisation itself, then its ancestors): its id and source."""
     paths = ancestor_paths(org_path, include_self=True)
     row = session.execute(
-        select(NoticeTemplate.source)
+        select(NoticeTemplate.id, NoticeTemplate.source)
         .join(Organisation, col(Organisation.id) == col(NoticeTemplate.org_id))
         .where(NoticeTemplate.event_kind == event_kind, col(Organisation.path).in_(paths))
         .order_by(col(Organisation.depth).desc())
         .limit(1)
     ).first()
-    return row[0] if row else None
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def template_for(session: Session, org_path: str, event_kind: str) -> str | None:
+    """The nearest override's source for `event_kind`, if any."""
+    found = override_for(session, org_path, event_kind)
+    return found[1] if found else None
+
+
+TEMPLATE_FAILED = "template_failed"  # the inbox kind of "your wording failed"
+TELL_EVERY = timedelta(days=1)
+
+
+def record_template_failure(
+    session: Session,
+    template_id: int,
+    error: str,
+    *,
+    labels: Mapping[str, str],
+    count: int = 1,
+    now: datetime | None = None,
+) -> bool:
+    """An override failed at send time `count` times (the built-in wording went out instead):
+    record the error on it, and tell whoever saved it (in the inbox), at most once a day per
+    wording. `labels` names each kind of notice in Chinese. True if the saver was told."""
+    now = now or utcnow()
+    row = session.execute(
+        select(NoticeTemplate).where(NoticeTemplate.id == template_id).with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        return False
+    row.last_error, row.last_error_at = error[:500], now
+    row.failures += count
+    session.add(row)
+    session.flush()
+    label = labels.get(row.event_kind, row.event_kind)
+    title = f"自定义通知措辞「{label}」发送时出错，已改用系统默认措辞"
+    if row.updated_by is None or _told_since(session, row, title, now - TELL_EVERY):
+        return False
+    org = session.get(Organisation, row.org_id)
+    inbox.post(
+        session,
+        user_ids=[row.updated_by],
+        kind=TEMPLATE_FAILED,
+        title=title,
+        body=(
+            f"组织：{org.name if org else row.org_id}\n错误：{error[:300]}\n"
+            f"请在通知设置中修改该措辞；修改前，此类通知继续使用系统默认措辞发送（每天最多提醒一次）。"
+        ),
+        org_id=row.org_id,
+        now=now,
+    )
+    return True
+
+
+def _told_since(session: Session, row: NoticeTemplate, title: str, since: datetime) -> bool:
+    return (
+        session.execute(
+            select(InboxItem.id)
+            .where(
+                InboxItem.user_id == row.updated_by,
+                InboxItem.kind == TEMPLATE_FAILED,
+                InboxItem.org_id == row.org_id,
+                col(InboxItem.created_at) > since,
+                InboxItem.title == title,
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import Field, StrictBool
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from api import schemas as S
-from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
+from api.deps import Idem, IdPath, Page, engine_of, idempotency_key, page, reader, write
 from api.errors import responses
 from api.security import authenticated, roles
 from api.v1.orgs import visible_org
-from notifications.render import EVENT_KINDS, KIND_LABELS, SAMPLE, render, validate_override
+from notifications import sandbox
+from notifications.render import (
+    EVENT_KINDS,
+    KIND_LABELS,
+    SAMPLE,
+    Rendered,
+    render,
+    validate_override,
+)
 from states import notice_settings as ns
 from states.campaigns import LAUNCH_ROLES
+from states.db import unit_of_work
 from states.errors import Forbidden, NotFound
 from states.models import Delivery, NoticeTemplate, Organisation, OutboxMessage, User
 from states.orgs import subtree_filter
@@ -78,6 +89,11 @@ class TemplateOut(S.Out):
     source: str | None
     preview_title: str
     preview_text: str
+    last_error: str | None = Field(
+        default=None, description="最近一次发送时该措辞出错的原因（出错时改用系统默认措辞）"
+    )
+    last_error_at: S.LocalTime | None = Field(default=None, description="最近一次出错的时间")
+    failures: int = Field(default=0, description="保存以来发送时出错的次数")
 
 
 EMAIL = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
@@ -170,7 +186,9 @@ def put_channels(
     return write(request, actor, idem, 200, change)
 
 
-def _template_out(s: Session, org: Organisation, kind: str) -> TemplateOut:
+def _template_out(
+    s: Session, org: Organisation, kind: str, preview: Rendered | None = None
+) -> TemplateOut:
     if kind not in EVENT_KINDS:
         raise NotFound(f"没有这种通知：{kind}", details={"event_kind": kind})
     row = s.execute(
@@ -178,7 +196,8 @@ def _template_out(s: Session, org: Organisation, kind: str) -> TemplateOut:
             NoticeTemplate.org_id == org.id, NoticeTemplate.event_kind == kind
         )
     ).scalar_one_or_none()
-    preview = render(kind, SAMPLE, override=row.source if row else None)
+    if preview is None:
+        preview = render(kind, SAMPLE, override=row.source if row else None, wait=sandbox.BUSY_WAIT)
     return TemplateOut(
         event_kind=kind,
         label=KIND_LABELS[kind],
@@ -186,7 +205,35 @@ def _template_out(s: Session, org: Organisation, kind: str) -> TemplateOut:
         source=row.source if row else None,
         preview_title=preview.title,
         preview_text=preview.text,
+        last_error=row.last_error if row else None,
+        last_error_at=row.last_error_at if row else None,
+        failures=row.failures if row else 0,
     )
+
+
+async def _validated(event_kind: str, source: str) -> Rendered:
+    """Render the sample in a worker thread once a render slot is free; waiting holds no
+    thread, so a burst of saves cannot starve other requests. RateLimited after a few seconds."""
+    waited = 0.0
+    while not sandbox.try_slot():
+        if waited >= sandbox.BUSY_WAIT:
+            raise sandbox.busy()
+        await anyio.sleep(0.05)
+        waited += 0.05
+    try:
+        return await run_in_threadpool(_validate_in_slot, event_kind, source)
+    finally:
+        sandbox.release_slot()
+
+
+def _validate_in_slot(event_kind: str, source: str) -> Rendered:
+    with sandbox.holding_slot():
+        return validate_override(event_kind, source)
+
+
+def _check_manageable(request: Request, org_id: int, actor: Actor) -> None:
+    with unit_of_work(engine_of(request)) as s:
+        _manageable(s, org_id, actor)
 
 
 @router.get(
@@ -211,7 +258,7 @@ def get_template(
     response_model=TemplateOut,
     responses=responses(401, 403, 404, 409, 422),
 )
-def put_template(
+async def put_template(
     org_id: IdPath,
     event_kind: str,
     body: TemplateIn,
@@ -219,15 +266,18 @@ def put_template(
     actor: Actor = Depends(managers),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    """保存前用示例数据试渲染（安全沙箱、严格变量、限制长度与循环）；有错返回 422 并指出行号。适用于本组织及全部下级。"""
+    """保存前用示例数据试渲染（安全沙箱、严格变量；限制输出长度、循环次数、调用次数与嵌套、渲染时间）；
+    有错返回 422 并指出行号（details[0].line）。同时渲染的模板有上限，排队过久返回 429“服务器繁忙”。
+    适用于本组织及全部下级；发送时出错会改用系统默认措辞，并记入 last_error、提醒保存者。"""
+    await run_in_threadpool(_check_manageable, request, org_id, actor)
+    preview = await _validated(event_kind, body.source)
 
     def change(s: Session) -> TemplateOut:
         org = _manageable(s, org_id, actor)
-        validate_override(event_kind, body.source)
         ns.save_template(s, org, event_kind, body.source, actor_id=actor.user_id)
-        return _template_out(s, org, event_kind)
+        return _template_out(s, org, event_kind, preview)
 
-    return write(request, actor, idem, 200, change)
+    return await run_in_threadpool(write, request, actor, idem, 200, change)
 
 
 @router.get(
