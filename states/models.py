@@ -64,9 +64,7 @@ class Organisation(SQLModel, table=True):
 
     __tablename__ = "organisation"
     # Codes are unique whatever their case: `jt01` and `JT01` name the same organisation.
-    __table_args__ = (
-        Index("uq_organisation_code_ci", func.lower(sa_column("code")), unique=True),
-    )
+    __table_args__ = (Index("uq_organisation_code_ci", func.lower(sa_column("code")), unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
     code: str = Field(sa_type=String(64), unique=True, nullable=False)
