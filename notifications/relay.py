@@ -66,6 +66,7 @@ from states.timeutil import to_local, utcnow
 
 LEASE = timedelta(minutes=2)
 ROBOTS = frozenset({"wecom", "dingtalk", "feishu"})
+MARKDOWN_ROBOTS = frozenset({"wecom", "dingtalk"})  # they show the title as markdown too
 
 log = logging.getLogger("dangjian.relay")
 
@@ -227,7 +228,7 @@ def _deliver_one(
     msg = channels.Message(
         id=d.message_id,
         event_kind=row.event_kind,
-        title=r.title,
+        title=(r.markdown_title or r.title) if d.channel in MARKDOWN_ROBOTS else r.title,
         text=r.text,
         html=r.html,
         markdown=r.markdown,

@@ -123,6 +123,7 @@ class Rendered:
     html: str
     markdown: str
     link: str | None
+    markdown_title: str = ""  # the title with people's words made inert in markdown
 
 
 def base_url(env: Mapping[str, str] | None = None) -> str:
@@ -213,16 +214,18 @@ def md_escape(value: Any) -> Any:
     return value
 
 
-def _markdown(plain: Template, ctx: dict[str, Any]) -> str:
-    """The robot variant: every substituted value escaped; our own link stays a live link."""
+def _markdown(plain: Template, ctx: dict[str, Any]) -> tuple[str, str]:
+    """The robot variant and its title: every substituted value escaped; our own link stays
+    a live link."""
     md_ctx = {k: (v if k == "link" else md_escape(v)) for k, v in ctx.items()}
+    title = " ".join(_lines(_block(plain, "title", md_ctx) or ""))
     own = _block(plain, "markdown", md_ctx)
     if own:
-        return own
-    title = " ".join(_lines(_block(plain, "title", md_ctx) or ""))
+        return own, title
     body = _lines(_block(plain, "body", md_ctx) or "")
     link = ctx.get("link")
-    return f"### {title}\n\n" + "\n\n".join(body) + (f"\n\n[查看详情]({link})" if link else "")
+    more = f"\n\n[查看详情]({link})" if link else ""
+    return f"### {title}\n\n" + "\n\n".join(body) + more, title
 
 
 def _compose(plain: Template, html_tpl: Template, ctx: dict[str, Any]) -> Rendered:
@@ -236,8 +239,8 @@ def _compose(plain: Template, html_tpl: Template, ctx: dict[str, Any]) -> Render
         + "".join(f"<p>{html_lib.escape(ln)}</p>" for ln in body)
         + (f'<p><a href="{html_lib.escape(link)}">查看详情</a></p>' if link else "")
     )
-    markdown = _markdown(plain, ctx)
-    return Rendered(title, text.strip(), html, markdown.strip(), link)
+    markdown, md_title = _markdown(plain, ctx)
+    return Rendered(title, text.strip(), html, markdown.strip(), link, md_title)
 
 
 def _template_name(event_kind: str) -> str:
