@@ -410,3 +410,21 @@ def test_two_channels_may_swap_urls(world: World) -> None:
     )
     assert r.status_code == 200, r.text
     assert _stored(w) == [("webhook", b), ("webhook", a)]
+
+
+def test_the_cli_refuses_the_same_urls(
+    world: World, db_url: str, monkeypatch: pytest.MonkeyPatch, default_policy: None
+) -> None:
+    """`dangjian notify channel add` saves through the same check: exit 2 with the reason."""
+    from click.testing import CliRunner
+
+    from api.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    runner = CliRunner()
+    add = ["notify", "channel", "add", "--org", "G1", "--kind", "webhook", "--url"]
+    r = runner.invoke(main, [*add, "http://169.254.169.254/latest/meta-data/"])
+    assert r.exit_code == 2 and "地址被拒绝：链路本地地址" in r.output, r.output
+    r = runner.invoke(main, [*add, "http://0x7f.1:5432/"])
+    assert r.exit_code == 2 and "地址被拒绝：回环地址" in r.output, r.output
+    assert _stored(world) == []
