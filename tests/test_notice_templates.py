@@ -147,3 +147,47 @@ def test_email_opt_out(world: World) -> None:
         headers=w.as_("sec_s1"),
     )
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "address"
+
+
+def test_markdown_variant_makes_peoples_words_inert_and_keeps_our_link() -> None:
+    evil = {
+        **SAMPLE,
+        "campaign": "[点此](http://evil)",
+        "stages": [{"name": "a|b ![x](http://evil/p.png)", "runs": 1}],
+        "notice_list": ["<font color=red>张三</font>", "*加粗*_斜体_`代码`"],
+    }
+    r = render("bulletin", evil)
+    for live in ("[点此]", "](http", "![", "<font", "*加粗*", "_斜体_", "`代码`", "a|b"):
+        assert live not in r.markdown, (live, r.markdown)
+    assert "| 阶段 | 单位数 |" in r.markdown  # the template's own table stays a table
+    assert "［点此］（http://evil）" in r.markdown and "＜font color=red＞" in r.markdown
+    assert r.markdown_title == "【简报】［点此］（http://evil）：第 48 周进展"
+    assert r.title == "【简报】[点此](http://evil)：第 48 周进展"
+    # Text and HTML are as before: typed as is, and HTML-escaped.
+    assert "<font color=red>张三</font>" in r.text and "&lt;font" in r.html
+    plain = render("request_returned", {**SAMPLE, "reason": "见 [链接](http://evil) 内容"})
+    assert "[链接](http://evil)" in plain.text and "[链接](http" not in plain.markdown
+    assert plain.markdown.endswith(f"[查看详情]({SAMPLE['link']})")
+
+
+def test_an_override_failing_at_send_time_says_why() -> None:
+    from notifications.render import render_notice
+
+    source = (
+        "{% block title %}t{% endblock %}{% block body %}\n\n{{ 10 // days_left }}{% endblock %}"
+    )
+    ok, error = render_notice("reminder", SAMPLE, override=source)
+    assert ok.title == "t" and error is None
+    fallback, error = render_notice("reminder", {**SAMPLE, "days_left": 0}, override=source)
+    assert fallback.title.startswith("【提醒】") and error
+    assert "第 3 行" in error and "除数为零" in error
+
+
+def test_macro_errors_name_the_line_inside_the_macro() -> None:
+    source = (
+        "{% block title %}t{% endblock %}{% block body %}{% macro f(n) %}\n"
+        "{{ n // 0 }}{% endmacro %}\n{{ f(1) }}{% endblock %}"
+    )
+    with pytest.raises(InvalidInput) as err:
+        validate_override("reminder", source)
+    assert err.value.details == [{"field": "source", "line": 2}]
