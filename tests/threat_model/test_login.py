@@ -21,8 +21,11 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 import states.tokens
+from states.models import LoginFailure
 from states.tokens import (
     MAX_FAILURES_PER_CLIENT,
     MAX_FAILURES_PER_PAIR,
@@ -138,6 +141,20 @@ def _guess_from(base: str, source: str) -> int:
         return api_login(client, "com_h1", "wrong-guess")
 
 
+def _rows(world: World, username: str) -> int:
+    with Session(world.engine) as s:
+        stmt = select(func.count()).where(col(LoginFailure.username) == username)
+        return int(s.execute(stmt).scalar_one())
+
+
+def _wait_for_rows(world: World, username: str, count: int) -> None:
+    for _ in range(1500):  # a wait for the server, not a timed assertion
+        if _rows(world, username) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{count - _rows(world, username)} attempts never reached the server")
+
+
 def _worst_latency(base: str, until: Callable[[], bool]) -> float:
     """Poll /healthz until `until()`; return the slowest answer in seconds."""
     worst = 0.0
@@ -163,9 +180,11 @@ def test_a_hammered_user_name_is_slowed_never_locked(
         # Waiting holds no worker thread: 45 slowed attempts at once (more than the pool's 40
         # threads), and /healthz keeps answering within 1 s while they wait.
         monkeypatch.setattr(states.tokens, "SLOW_DELAY", 6.0)
+        before = _rows(world, "com_h1")
         with ThreadPoolExecutor(45) as pool:
             started = time.monotonic()
             futures = [pool.submit(_guess_from, base, f"127.0.7.{n}") for n in range(1, 46)]
+            _wait_for_rows(world, "com_h1", before + 45)  # all reserved, now all waiting
             worst = _worst_latency(base, lambda: any(f.done() for f in futures))
             first_done = time.monotonic() - started
         assert [f.result() for f in futures] == [401] * 45
