@@ -3,7 +3,10 @@
 A template defines the blocks `title` and `body` (one sentence per line); the text, HTML and
 robot-markdown variants are composed from them unless the template defines its own `text`,
 `html` or `markdown` block. An organiser's override has the same blocks and renders in an
-immutable sandbox with strict undefined, plain data only, and limits on size and loops.
+immutable sandbox with strict undefined, plain data only, and a budget for time, loops, calls,
+depth and sizes (notifications/sandbox.py); at send time a failing override falls back to the
+built-in wording and `render_notice` says why. In the robot-markdown variant every substituted
+value is made inert (`md_escape`), so a name or comment cannot become a link, image or mention.
 """
 
 from __future__ import annotations

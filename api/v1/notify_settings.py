@@ -240,7 +240,7 @@ def _check_manageable(request: Request, org_id: int, actor: Actor) -> None:
     "/orgs/{org_id}/notice-templates/{event_kind}",
     summary="组织自定义的通知措辞",
     response_model=TemplateOut,
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 422, 429),
 )
 def get_template(
     org_id: IdPath,
@@ -256,7 +256,7 @@ def get_template(
     "/orgs/{org_id}/notice-templates/{event_kind}",
     summary="保存组织自定义的通知措辞",
     response_model=TemplateOut,
-    responses=responses(401, 403, 404, 409, 422),
+    responses=responses(401, 403, 404, 409, 422, 429),
 )
 async def put_template(
     org_id: IdPath,
