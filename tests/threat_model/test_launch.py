@@ -57,8 +57,7 @@ def test_api_refuses_past_deadlines_with_the_stage_list(world: World) -> None:
         assert "宣传发动" in r.json()["message"] and "领导点评" in r.json()["message"]
     assert _counts(w) == before
     # Today's date is not past yet (the deadline is 23:59:59 Shanghai time).
-    today = {"template": "chuangxian_zhengyou", "root_org_id": w.orgs["H1"].id}
-    today["schedule"] = {"mobilize": {"date": _days_ago(0)}}
+    today = _body(w, schedule={"mobilize": {"date": _days_ago(0)}})
     assert w.post("org_b", "/api/v1/campaigns/preview", json=today).status_code == 200
     # Said explicitly, the launch goes ahead.
     assert w.post("org_b", "/api/v1/campaigns/preview", json=_body(w, allow_past=True)).is_success
