@@ -53,7 +53,7 @@ MAX_CALLS = 10_000  # calls, filters and guarded operators per render
 MAX_DEPTH = 20  # nested macro calls
 MAX_INT_BITS = 4096
 TIME_LIMIT = 0.2  # seconds of wall time per render
-SLOTS = 2  # renders at once per process
+SLOTS = 1  # renders at once per process
 BUSY_WAIT = 3.0  # seconds a save waits for a slot before "busy"
 
 
