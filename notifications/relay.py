@@ -4,9 +4,10 @@ One pass (`run_once`):
 
 1. **Claim** a batch of due outbox rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite takes
    its write lock) and lease them for a while, so two relays never work on the same row.
-2. **Plan** (`notifications.planning`) in one transaction: resolve the recipients, render the notice, write the in-app
-   inbox rows (delivered right there, exactly once) and one `delivery` row per other channel and
-   target, each with a stable message id. Planning again adds nothing (unique keys).
+2. **Plan** (`notifications.planning`) in one transaction: resolve the recipients, render the
+   notice, write the in-app inbox rows (delivered right there, exactly once) and one `delivery`
+   row per other channel and target, each with a stable message id. Planning again adds nothing
+   (unique keys).
 3. **Send** each pending delivery and record its result in its own small transaction. A relay
    killed after sending and before recording leaves the delivery pending: once the lease runs
    out, the next pass sends it again, with the same message id, so the receiver can drop it.

@@ -8,8 +8,8 @@ a 1-second template made `GET /api/v1/me` take 16 s, and `1 // 0`, `'{5}'.format
 
 Now every render has a budget enforced inside the sandbox (notifications/sandbox.py): loop
 iterations, calls and macro depth, wall time, and the size of anything an operation would build,
-refused before it is built; one render runs at a time per process and a waiting save holds no thread;
-any error of a template is a 422 naming its line.
+refused before it is built; one render runs at a time per process and a waiting save holds no
+thread; any error of a template is a 422 naming its line.
 """
 
 from __future__ import annotations
