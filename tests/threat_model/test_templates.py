@@ -178,3 +178,29 @@ def test_templates_people_write_still_work() -> None:
     assert out.title == "内科第一党支部：宣传发动"
     assert "1. 宣传发动：10 个" in out.text and "2. 公开承诺：28 个" in out.text
     assert "3 天" in out.text and "24%" in out.text and "外科第二党支部、机关第三党支部" in out.text
+
+
+def test_a_save_that_cannot_get_a_render_slot_is_told_the_server_is_busy(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox, "BUSY_WAIT", 0.3)
+    url = f"/api/v1/orgs/{world.orgs['H1'].id}/notice-templates/reminder"
+    good = {"source": HEAD + "{{ org_name }}" + TAIL}
+    assert sandbox.try_slot()  # every slot taken (there is one per process)
+    try:
+        r = world.client.put(url, json=good, headers=world.as_("org_h1"))
+    finally:
+        sandbox.release_slot()
+    assert r.status_code == 429 and "服务器繁忙" in r.json()["message"], r.text
+    assert r.headers.get("retry-after")
+    assert world.client.put(url, json=good, headers=world.as_("org_h1")).status_code == 200
+
+
+def test_the_budget_holds_at_send_time_too() -> None:
+    from notifications.render import SAMPLE, render_notice
+
+    for name in ("slow filter", "62.5 billion loops", "center"):
+        started = time.perf_counter()
+        r, error = render_notice("reminder", SAMPLE, override=BOMBS[name])
+        assert r.title.startswith("【提醒】") and error, name  # the built-in wording went out
+        assert time.perf_counter() - started < 10, name
