@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import random
+import sys
+import unicodedata
+import zipfile
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -11,8 +15,17 @@ from sqlalchemy import event, func, select
 from sqlmodel import Session
 
 from states.errors import InvalidInput
-from states.importer import ImportResult, OrgRow, RowError, import_orgs, parse_file, validate
+from states.importer import (
+    ImportResult,
+    OrgRow,
+    RowError,
+    import_orgs,
+    parse_file,
+    scope_errors,
+    validate,
+)
 from states.models import AuditEvent, Organisation
+from states.sheets import SheetLimits, TooLarge, clean_text, read_sheet
 
 HEADER = "编码,名称,类型,上级编码,党员人数,书记,联系方式"
 TREE = [
@@ -378,3 +391,194 @@ def test_random_reparenting_matches_the_tree_in_memory(session: Session, tmp_pat
     assert {c: o.parent_id for c, o in orgs.items()} == {
         c: (ids[p] if p else None) for c, p in final.items()
     }
+
+
+# --- bounded reading (states.sheets, states.xlsx) ------------------------------------------
+
+SMALL = SheetLimits(max_rows=3, max_cols=8, max_cells=100, max_cell_chars=20)
+
+
+def write_book(path: Path, rows: list[list[object]]) -> Path:
+    """An XLSX written by openpyxl (shared strings, styles, dimension), as Excel would."""
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(row)
+    book.save(path)
+    return path
+
+
+def fake_xlsx(
+    path: Path, sheet_xml: str, entries: dict[str, bytes] | None = None, strings: str = "ss.xml"
+) -> Path:
+    """A minimal workbook around `sheet_xml` (the inside of <worksheet>); its shared strings
+    are the part `xl/<strings>`."""
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    pkg = "http://schemas.openxmlformats.org/package/2006/relationships"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as book:
+        book.writestr("[Content_Types].xml", "<Types/>")
+        book.writestr(
+            "_rels/.rels",
+            f'<Relationships xmlns="{pkg}"><Relationship Id="r1" Type="{rel}/officeDocument" '
+            'Target="xl/workbook.xml"/></Relationships>',
+        )
+        book.writestr(
+            "xl/workbook.xml",
+            f'<workbook xmlns="{main}" xmlns:r="{rel}"><sheets>'
+            '<sheet name="s" sheetId="1" r:id="rId7"/></sheets></workbook>',
+        )
+        book.writestr(
+            "xl/_rels/workbook.xml.rels",
+            f'<Relationships xmlns="{pkg}"><Relationship Id="rId7" Type="{rel}/worksheet" '
+            'Target="/xl/worksheets/data.xml"/>'
+            f'<Relationship Id="rId8" Type="{rel}/sharedStrings" Target="{strings}"/>'
+            "</Relationships>",
+        )
+        book.writestr(
+            "xl/worksheets/data.xml", f'<worksheet xmlns="{main}">{sheet_xml}</worksheet>'
+        )
+        for name, data in (entries or {}).items():
+            book.writestr(name, data)
+    return path
+
+
+def row_xml(num: int, *values: str) -> str:
+    cells = "".join(f'<c t="inlineStr"><is><t>{v}</t></is></c>' for v in values)
+    return f'<row r="{num}">{cells}</row>'
+
+
+def test_rows_up_to_the_limit_read_one_more_refused(tmp_path: Path) -> None:
+    lines = [HEADER] + [f"C{i},名,党支部,,,," for i in range(3)]
+    assert len(parse_file(write_csv(tmp_path, lines), SMALL)) == 3
+    with pytest.raises(InvalidInput, match=r"最多 3 行.*第 5 行") as caught:
+        parse_file(write_csv(tmp_path, [*lines, "C9,名,党支部,,,,"]), SMALL)
+    assert not isinstance(caught.value, TooLarge)
+    rows = [[h for h in HEADER.split(",")]] + [[f"C{i}", "名", "党支部"] for i in range(4)]
+    with pytest.raises(InvalidInput, match="最多 3 行"):
+        parse_file(write_book(tmp_path / "o.xlsx", rows), SMALL)
+
+
+def test_the_row_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DANGJIAN_IMPORT_MAX_ROWS", "7")
+    assert SheetLimits.from_env().max_rows == 7
+    monkeypatch.setenv("DANGJIAN_IMPORT_MAX_ROWS", "many")
+    assert SheetLimits.from_env().max_rows == SheetLimits().max_rows
+
+
+def test_a_declared_dimension_over_the_limits_is_refused_before_any_row(tmp_path: Path) -> None:
+    # The rows after the dimension are not even well-formed: they are never read.
+    path = fake_xlsx(tmp_path / "d.xlsx", '<dimension ref="A1:C5"/><sheetData><row><c><oops')
+    with pytest.raises(InvalidInput, match=r"A1:C5.*5 行"):
+        parse_file(path, SMALL)
+    wide = fake_xlsx(tmp_path / "w.xlsx", '<dimension ref="A1:Z2"/><sheetData><row><oops')
+    with pytest.raises(InvalidInput, match="26 列"):
+        parse_file(wide, SMALL)
+
+
+def test_cells_columns_and_shared_strings_are_bounded(tmp_path: Path) -> None:
+    long = fake_xlsx(
+        tmp_path / "l.xlsx",
+        f"<sheetData>{row_xml(1, '编码', '名称')}{row_xml(2, 'A', '长' * 21)}</sheetData>",
+    )
+    with pytest.raises(InvalidInput, match=r"第 2 行 B 列.*上限 20") as caught:
+        parse_file(long, SMALL)
+    assert caught.value.details["column"] == "B"
+    far = fake_xlsx(
+        tmp_path / "f.xlsx", '<sheetData><row r="1"><c r="XFD1"><v>1</v></c></row></sheetData>'
+    )
+    with pytest.raises(InvalidInput, match="XFD"):
+        parse_file(far, SMALL)
+    strings = (
+        b'<sst xmlns="x"><si><t>ok</t></si><si><r><t>' + "长".encode() * 21 + b"</t></r></si></sst>"
+    )
+    shared = fake_xlsx(tmp_path / "s.xlsx", "<sheetData/>", {"xl/sharedStrings.xml": strings})
+    # Not referenced from the workbook's relationships: never read.
+    with pytest.raises(InvalidInput, match="文件为空"):
+        parse_file(shared, SMALL)
+    # Referenced: the second string is refused while it streams, runs joined.
+    referenced = fake_xlsx(
+        tmp_path / "r.xlsx", "<sheetData/>", {"xl/sharedStrings.xml": strings}, "sharedStrings.xml"
+    )
+    with pytest.raises(InvalidInput, match="共享字符串表中第 2 条文字过长"):
+        parse_file(referenced, SMALL)
+    csv_long = write_csv(tmp_path, [HEADER, "A1," + "名" * 21 + ",党支部,,,,"])
+    with pytest.raises(InvalidInput, match="第 2 行 B 列（名称）"):
+        parse_file(csv_long, SMALL)
+
+
+def test_the_zip_directory_is_checked_before_unpacking(tmp_path: Path) -> None:
+    big = fake_xlsx(
+        tmp_path / "b.xlsx", "<sheetData/>", {"xl/media/pad.bin": b"\0" * 3 * 1024 * 1024}
+    )
+    with pytest.raises(TooLarge, match="压缩比"):
+        parse_file(big)
+    with pytest.raises(TooLarge, match="单个部件上限"):
+        parse_file(big, SheetLimits(max_entry_bytes=1024 * 1024))
+    with pytest.raises(TooLarge, match="解压后过大"):
+        parse_file(big, SheetLimits(max_unpacked_bytes=1024 * 1024, max_ratio=10**6))
+    with pytest.raises(TooLarge, match="内部文件"):
+        parse_file(big, SheetLimits(max_entries=3))
+    with pytest.raises(TooLarge, match="文件过大"):
+        parse_file(big, SheetLimits(max_bytes=100))
+
+
+def test_csv_lines_encodings_and_quotes(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="第 2 行过长"):
+        parse_file(write_csv(tmp_path, [HEADER, "A" * 200]), SheetLimits(max_line_chars=100))
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\xff\xfe\xfa" * 10)
+    with pytest.raises(InvalidInput, match="编码"):
+        parse_file(bad)
+
+
+def test_the_header_is_the_first_non_empty_row_and_numbers_keep_their_rows(tmp_path: Path) -> None:
+    path = write_book(
+        tmp_path / "h.xlsx",
+        [
+            [None],
+            ["编码", "名称", "类型", "上级编码", "党员人数"],
+            ["A1", "名", "党支部", None, 3.0],
+        ],
+    )
+    (row,) = parse_file(path)
+    assert (row.row, row.code, row.member_count) == (3, "A1", 3)
+    dated = write_book(
+        tmp_path / "d.xlsx", [["编码", "名称"], ["A1", date(2026, 3, 1)], ["A2", True]]
+    )
+    sheet = read_sheet(dated)
+    assert list(sheet.records) == [(2, ["A1", "2026-03-01"]), (3, ["A2", "TRUE"])]
+
+
+def test_clean_text_drops_every_control_and_format_character() -> None:
+    for point in range(sys.maxunicode + 1):
+        char = chr(point)
+        if unicodedata.category(char) in ("Cc", "Cf"):
+            assert clean_text(f"a{char}b") in ("ab", "a b"), hex(point)
+    assert clean_text(" 第一\t党支部\r\n") == "第一 党支部"
+    assert (
+        clean_text("\ufe00汉字\u3000") == "\ufe00汉字"
+    )  # variation selectors are not format characters
+
+
+def test_codes_match_in_any_case(session: Session, tmp_path: Path) -> None:
+    run_import(session, write_csv(tmp_path, [HEADER, *TREE]))
+    before = snapshot(session)
+    lines = [HEADER, "yy1-nk,内科党支部（改）,党支部,yy1,,,", "Yy1-Nk,重复,党支部,YY1,,,"]
+    errors = validate(session, parse_file(write_csv(tmp_path, lines)))
+    assert [(e.row, e.column) for e in errors] == [(3, "编码")]
+    result = run_import(session, write_csv(tmp_path, [*lines[:2], "new-1,新支部,党支部,SJ,,,"]))
+    assert result == ImportResult(created=1, updated=1, unchanged=0)
+    orgs = by_code(session)
+    assert orgs["YY1-NK"].name == "内科党支部（改）" and "yy1-nk" not in orgs
+    assert len(snapshot(session)) == len(before) + 1
+
+
+def test_scope_checks_and_lookups_are_chunked(session: Session, tmp_path: Path) -> None:
+    lines = [HEADER, "ROOT,根,党委,,,,"] + [f"B{i},支部{i},党支部,root,,," for i in range(2_500)]
+    rows = parse_file(write_csv(tmp_path, lines))
+    assert run_import(session, write_csv(tmp_path, lines)).created == 2_501
+    assert scope_errors(session, rows, lambda path: True) == []
+    denied = scope_errors(session, rows, lambda path: path != "/ROOT/")
+    assert len(denied) == 2_501 and denied[1].message == "上级组织 root 不在您的管辖范围内"
