@@ -7,7 +7,7 @@ import string
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, func
 from sqlmodel import Session, col, select
 
 from states.errors import NotFound
@@ -34,7 +34,9 @@ def code_in(keys: Sequence[str], column: Any = None) -> ColumnElement[bool]:
     (letters, digits, `._-`), rendered as quoted literals: no bound parameters, so no statement
     nears PostgreSQL's limit of 65,535, and psycopg does not re-parse 1,000 placeholders a chunk.
     """
-    values = bindparam("code_keys", list(keys), expanding=True, literal_execute=True)
+    values: BindParameter[str] = bindparam(
+        "code_keys", list(keys), expanding=True, literal_execute=True
+    )
     return func.lower(col(Organisation.code) if column is None else column).in_(values)
 
 
