@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from pathlib import Path
 
 import click
@@ -80,8 +81,9 @@ def test_operator_flow(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-
     )
     assert r.exit_code == 2 and "未知角色" in r.output
     schedule = tmp_path / "schedule.yaml"
+    soon = (date.today() + timedelta(days=30)).isoformat()
     schedule.write_text(
-        "mobilize: {date: 2026-12-31}\npledge: {working_days: 12}\n", encoding="utf-8"
+        f"mobilize: {{date: {soon}}}\npledge: {{working_days: 12}}\n", encoding="utf-8"
     )
     r = cli(
         "campaign",

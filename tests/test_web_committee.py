@@ -247,7 +247,7 @@ def test_launch_preview_number_equals_the_runs_created(world: World) -> None:
         assert shown == count_participants(s, h1, ["党支部"]) == 3
     assert snapshot(world) == before  # a preview writes nothing
     hidden = dict(re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', preview.text))
-    confirm = {**hidden, "kinds": ["党支部"], "action": "confirm"}
+    confirm = {**hidden, "kinds": ["党支部"], "allow_past": "1", "action": "confirm"}
     r = client.post("/campaigns/new", data=confirm)
     assert r.status_code == 303
     cid = int(r.headers["location"].rsplit("/", 1)[1])

@@ -30,9 +30,19 @@ def campaign() -> None:
     help="日程 YAML：阶段 → {date|working_days|days} / schedule file.",
 )
 @click.option("--name", help="活动名称 / campaign name.")
+@click.option(
+    "--allow-past",
+    is_flag=True,
+    help="日程中有截止日期已过的阶段时仍然发起 / launch even if some deadlines are already past.",
+)
 @friendly
 def campaign_launch(
-    template_key: str, root_code: str, kinds: str | None, schedule: Path | None, name: str | None
+    template_key: str,
+    root_code: str,
+    kinds: str | None,
+    schedule: Path | None,
+    name: str | None,
+    allow_past: bool,
 ) -> None:
     """在一个组织的下级范围内发起活动 / launch a campaign over a subtree."""
     from states.campaigns import count_participants, launch_campaign
@@ -60,6 +70,7 @@ def campaign_launch(
                 schedule=plan,
                 name=name,
                 progress=bar.update,
+                allow_past=allow_past,
             )
     click.secho(
         f"活动 #{camp.id}「{camp.name}」已发起：{camp.run_count} 个支部进程 / "
