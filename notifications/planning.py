@@ -22,7 +22,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from notifications import channels
+from notifications import mail
 from notifications.recipients import resolve
 from notifications.render import KIND_LABELS as EVENT_LABELS
 from notifications.render import Rendered, render_notice
@@ -185,7 +185,7 @@ def _plan(
     env: Mapping[str, str] | None,
     report: RelayReport,
 ) -> dict[int, Rendered]:
-    email_on = channels.SmtpSettings.from_env(env) is not None
+    email_on = mail.SmtpSettings.from_env(env) is not None
     rendered: dict[int, Rendered] = {}
     with unit_of_work(engine) as s:
         audience = resolve(s, rows)

@@ -38,7 +38,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from notifications import channels
+from notifications import channels, mail
 from notifications.planning import (
     MAX_ATTEMPTS,
     RelayReport,
@@ -141,10 +141,10 @@ def _send(
     d: Delivery, ch: OrgChannel | None, msg: channels.Message, env: Mapping[str, str] | None
 ) -> channels.Result:
     if d.channel == "email":
-        settings = channels.SmtpSettings.from_env(env)
+        settings = mail.SmtpSettings.from_env(env)
         if settings is None:
             return channels.Result(ok=False, permanent=True, detail="SMTP is not configured")
-        return channels.send_email(msg, d.target, settings)
+        return mail.send_email(msg, d.target, settings)
     if ch is None:
         return channels.Result(ok=False, permanent=True, detail="channel was removed")
     if d.channel == "webhook":

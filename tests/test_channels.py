@@ -20,16 +20,15 @@ from notifications.channels import (
     MAX_MARKDOWN,
     Message,
     Result,
-    SmtpSettings,
     robot_base,
     robot_url,
     send_dingtalk,
-    send_email,
     send_feishu,
     send_webhook,
     send_wecom,
     truncate,
 )
+from notifications.mail import SmtpSettings, send_email
 from tests.stand_ins import RobotServer, closed_port, make_cert, read_mail, smtp_server
 
 LINK = "https://dangjian.example.org/runs/42"
