@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,7 +26,6 @@ import time
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,12 +38,11 @@ import api.v1.orgs as api_orgs
 from states.db import make_engine
 from states.errors import InvalidInput
 from states.importer import parse_file
-from states.models import Organisation, Role
+from states.models import Organisation
 from states.sheets import TooLarge
-from states.tokens import issue_token
 from tests.api_world import World
-from tests.browser import csrf_of, free_port
-from tests.factories import make_tree, make_user
+from tests.browser import csrf_of
+from tests.threat_model.live import Poller, Server
 
 ROOT = Path(__file__).resolve().parents[2]
 IMPORT = "/api/v1/orgs/import"
@@ -160,103 +157,9 @@ def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return built
 
 
-# --- a real server process -------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    url: str
-    token: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def peak_rss(self) -> int:
-        """The server process's peak resident set size in bytes (VmHWM)."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024
-
-
-@pytest.fixture(scope="module")
-def server(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`uvicorn --factory api.app:create_app` on a migrated SQLite file with an organiser of B."""
-    folder = tmp_path_factory.mktemp("upload-server")
-    db = folder / "server.db"
-    shutil.copy(sqlite_template, db)
-    url = f"sqlite:///{db}"
-    engine = make_engine(url)
-    with Session(engine) as s:
-        make_tree(s)
-        actor = make_user(s, "org_b", ("B", Role.ORGANISER))
-        token = issue_token(s, actor.user_id).token
-        s.commit()
-    engine.dispose()
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
-    env.pop("DANGJIAN_IMPORT_MAX_ROWS", None)
-    log = folder / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*UVICORN, "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(base, proc, log)
-        yield Server(base, token, proc, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_until_up(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(600):  # up to 60 s to start (not a timed assertion)
-        if proc.poll() is not None:
-            raise RuntimeError("测试服务器退出：" + log.read_text(errors="replace"))
-        try:
-            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("测试服务器未能启动：" + log.read_text(errors="replace"))
-
-
-@dataclass
-class Poller:
-    """Polls `/healthz` every 100 ms in a thread; records each answer's latency."""
-
-    url: str
-    latencies: list[float] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self.stop.is_set():
-                started = time.monotonic()
-                try:
-                    ok = client.get(self.url + "/healthz").status_code == 200
-                except httpx.HTTPError as exc:
-                    ok = False
-                    self.failures.append(repr(exc))
-                self.latencies.append(time.monotonic() - started)
-                if not ok and not self.failures:
-                    self.failures.append("healthz did not answer 200")
-                self.stop.wait(0.1)
-
-
 def upload_while_polling(srv: Server, path: Path) -> tuple[httpx.Response, float, Poller]:
     poller = Poller(srv.url)
-    thread = threading.Thread(target=poller.run, daemon=True)
-    thread.start()
+    thread = poller.start()
     time.sleep(0.3)  # a few polls before the upload
     started = time.monotonic()
     with path.open("rb") as handle:
