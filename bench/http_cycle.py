@@ -265,9 +265,9 @@ def record_meetings(dsn: str, targets: Sequence[Target]) -> None:
             "SELECT 1 FROM audit_event WHERE run_id = ANY(%s) LIMIT 1", (list(by_run),)
         ).fetchone(), "runs to prepare already have audit events"
         rows = conn.execute(
-            "INSERT INTO evidence (run_id, stage, kind, subject, data, recorded_by,"
+            "INSERT INTO evidence (org_id, run_id, stage, kind, subject, data, recorded_by,"
             " recorder_org_id, on_behalf, created_at)"
-            " SELECT t.run_id, 'mobilize', 'meeting', %s, %s, t.sec, t.org, false, %s"
+            " SELECT t.org, t.run_id, 'mobilize', 'meeting', %s, %s, t.sec, t.org, false, %s"
             " FROM unnest(%s::int[], %s::int[], %s::int[]) AS t(run_id, sec, org)"
             " RETURNING id, run_id",
             (
@@ -279,6 +279,12 @@ def record_meetings(dsn: str, targets: Sequence[Target]) -> None:
                 [t.org_id for t in targets],
             ),
         ).fetchall()
+        conn.execute(
+            "INSERT INTO evidence_link (evidence_id, run_id, stage, linked_by, linked_at)"
+            " SELECT e.id, e.run_id, e.stage, e.recorded_by, e.created_at FROM evidence e"
+            " WHERE e.id = ANY(%s)",
+            ([ev_id for ev_id, _ in rows],),
+        )
         cols = "stream, seq, at, actor_id, action, run_id, data, prev_hash, hash"
         with conn.cursor().copy(f"COPY audit_event ({cols}) FROM STDIN") as cp:
             for ev_id, run_id in rows:

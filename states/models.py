@@ -173,23 +173,88 @@ class EvidenceKind(StrEnum):
     APPRAISAL = "appraisal"
     DECISION = "decision"
     DOCUMENT = "document"
+    SELF_ASSESSMENT = "self_assessment"
 
 
 class Evidence(SQLModel, table=True):
-    """A typed record of something done for a run's stage; never changed once written."""
+    """A typed record of something an organisation did, entered once and used by many runs.
+
+    `org_id` owns it; `run_id`/`stage` say where it was first recorded (kept for history);
+    the stages it counts for are its `EvidenceLink` rows. It is never deleted: a correction
+    amends it (the old contents go to `EvidenceRevision`) or voids it (it stops counting).
+    """
 
     __tablename__ = "evidence"
-    __table_args__ = (Index("ix_evidence_run_stage_kind", "run_id", "stage", "kind"),)
+    __table_args__ = (
+        Index("ix_evidence_run_stage_kind", "run_id", "stage", "kind"),
+        Index("ix_evidence_org_kind_created", "org_id", "kind", "created_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="run.id", nullable=False)
-    stage: str = Field(sa_type=String(64), nullable=False)
+    org_id: int = Field(foreign_key="organisation.id", nullable=False)
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    stage: str | None = Field(default=None, sa_type=String(64))
     kind: str = Field(sa_type=String(16), nullable=False)
     subject: str | None = Field(default=None, sa_type=String(200))
     data: dict[str, Any] = _json()
     recorded_by: int | None = Field(default=None, foreign_key="app_user.id")
     recorder_org_id: int | None = Field(default=None, foreign_key="organisation.id")
     on_behalf: bool = Field(default=False, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    status: str = Field(default="active", sa_type=String(8), nullable=False)  # active | void
+    version: int = Field(default=1, nullable=False)
+    amended_at: datetime | None = _ts(nullable=True)
+    voided_at: datetime | None = _ts(nullable=True)
+    voided_by: int | None = Field(default=None, foreign_key="app_user.id")
+    void_reason: str | None = Field(default=None, sa_type=String(500))
+
+
+class EvidenceLink(SQLModel, table=True):
+    """One use of a record: it counts for this run's stage."""
+
+    __tablename__ = "evidence_link"
+    __table_args__ = (
+        UniqueConstraint("evidence_id", "run_id", "stage", name="uq_evidence_link"),
+        Index("ix_evidence_link_run_stage", "run_id", "stage"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    evidence_id: int = Field(foreign_key="evidence.id", nullable=False)
+    run_id: int = Field(foreign_key="run.id", nullable=False)
+    stage: str = Field(sa_type=String(64), nullable=False)
+    linked_by: int | None = Field(default=None, foreign_key="app_user.id")
+    linked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class EvidenceRevision(SQLModel, table=True):
+    """The contents a record had before an amendment (version `version`)."""
+
+    __tablename__ = "evidence_revision"
+    __table_args__ = (UniqueConstraint("evidence_id", "version", name="uq_evidence_revision"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    evidence_id: int = Field(foreign_key="evidence.id", nullable=False)
+    version: int = Field(nullable=False)
+    subject: str | None = Field(default=None, sa_type=String(200))
+    data: dict[str, Any] = _json()
+    replaced_by: int | None = Field(default=None, foreign_key="app_user.id")
+    replaced_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    reason: str | None = Field(default=None, sa_type=String(500))
+
+
+class Attachment(SQLModel, table=True):
+    """A file carried by a record, stored content-addressed (SHA-256) under the data directory."""
+
+    __tablename__ = "attachment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    evidence_id: int = Field(foreign_key="evidence.id", nullable=False, index=True)
+    sha256: str = Field(sa_type=String(64), nullable=False)
+    size: int = Field(nullable=False)
+    content_type: str = Field(sa_type=String(100), nullable=False)
+    filename: str = Field(sa_type=String(200), nullable=False)
+    thumb_sha256: str | None = Field(default=None, sa_type=String(64))
+    created_by: int | None = Field(default=None, foreign_key="app_user.id")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
@@ -489,3 +554,7 @@ class Bulletin(SQLModel, table=True):
     as_of: datetime = Field(sa_type=UTCDateTime, nullable=False)
     data: dict[str, Any] = _json()
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+# The roster lives in its own package; importing it here registers its table with the rest.
+from states.members.models import Member  # noqa: E402, F401

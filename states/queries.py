@@ -16,6 +16,7 @@ from states.models import (
     SUBTREE_ROLES,
     Campaign,
     Evidence,
+    EvidenceLink,
     Organisation,
     Request,
     RequestStatus,
@@ -177,10 +178,11 @@ def approval_inbox(
 def evidence_of(
     session: Session, run_id: int, *, stage: str | None = None, limit: int = 50, offset: int = 0
 ) -> tuple[list[Evidence], int]:
-    """Return a page of a run's evidence, newest first (the caller checked reach)."""
-    stmt = select(Evidence).where(Evidence.run_id == run_id)
+    """Return a page of the records linked to a run, newest first (the caller checked reach)."""
+    linked = select(EvidenceLink.evidence_id).where(EvidenceLink.run_id == run_id)
     if stage is not None:
-        stmt = stmt.where(Evidence.stage == stage)
+        linked = linked.where(EvidenceLink.stage == stage)
+    stmt = select(Evidence).where(col(Evidence.id).in_(linked))
     total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
     rows = session.execute(
         stmt.order_by(col(Evidence.id).desc()).limit(limit).offset(offset)

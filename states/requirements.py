@@ -18,7 +18,7 @@ from states.catalog import (
     ReviewPresent,
     Stage,
 )
-from states.models import Evidence
+from states.models import Evidence, EvidenceLink
 
 BRANCH_SUBJECT = "（支部）"
 EVIDENCE_LABELS = {
@@ -54,7 +54,12 @@ def load_facts(session: Session, *, run_id: int, stage: str, member_count: int) 
     """Return the facts of one run's stage with one grouped query."""
     rows = session.execute(
         select(Evidence.kind, Evidence.subject, func.count())
-        .where(Evidence.run_id == run_id, Evidence.stage == stage)
+        .join(EvidenceLink, col(EvidenceLink.evidence_id) == col(Evidence.id))
+        .where(
+            EvidenceLink.run_id == run_id,
+            EvidenceLink.stage == stage,
+            Evidence.status == "active",
+        )
         .group_by(col(Evidence.kind), col(Evidence.subject))
     ).all()
     return RunFacts(member_count, {(k, s): int(n) for k, s, n in rows})

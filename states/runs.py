@@ -33,6 +33,7 @@ from states.models import (
     Campaign,
     Decision,
     Evidence,
+    EvidenceLink,
     Organisation,
     Request,
     RequestKind,
@@ -189,6 +190,7 @@ def record_evidence(
     else:
         on_behalf, recorder_org = _acting_as(ctx, actor), ctx.org.id
     ev = Evidence(
+        org_id=ctx.org.id or 0,
         run_id=ctx.run.id or 0,
         stage=stage.id,
         kind=kind,
@@ -199,6 +201,12 @@ def record_evidence(
         on_behalf=on_behalf,
     )
     session.add(ev)
+    _flush(session)
+    session.add(
+        EvidenceLink(
+            evidence_id=ev.id or 0, run_id=ctx.run.id or 0, stage=stage.id, linked_by=actor.user_id
+        )
+    )
     _flush(session)
     _log(
         session,
