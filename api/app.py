@@ -19,6 +19,7 @@ from api.security import access_of, describe_access, public
 from api.v1 import (
     auth,
     campaigns,
+    members,
     notifications,
     notify_settings,
     orgs,
@@ -29,7 +30,17 @@ from api.v1 import (
 from states.db import get_engine
 
 API = "/api/v1"
-ROUTERS = (auth, orgs, templates, campaigns, runs, requests, notifications, notify_settings)
+ROUTERS = (
+    auth,
+    orgs,
+    templates,
+    campaigns,
+    runs,
+    requests,
+    notifications,
+    notify_settings,
+    members,
+)
 #: Largest request body accepted; the organisation import has its own, larger limit.
 MAX_BODY = 1024 * 1024
 MAX_UPLOAD = 11 * 1024 * 1024
@@ -54,7 +65,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = MAX_UPLOAD if scope["path"].endswith("/orgs/import") else MAX_BODY
+        big = scope["path"].endswith(("/orgs/import", "/members/import"))
+        limit = MAX_UPLOAD if big else MAX_BODY
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:

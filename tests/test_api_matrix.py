@@ -83,6 +83,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/requests/{request_id}/return"): {"reason": "材料不全"},
     ("POST", "/api/v1/requests/{request_id}/withdraw"): {},
     ("POST", "/api/v1/notifications/{notification_id}/read"): {},
+    ("POST", "/api/v1/orgs/{org_id}/members/import"): {},
     ("PUT", "/api/v1/orgs/{org_id}/channels"): {
         "channels": [{"kind": "webhook", "url": "http://127.0.0.1:9/hook"}]
     },

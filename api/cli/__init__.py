@@ -10,6 +10,7 @@ from api.cli import (  # noqa: F401  (each module registers its commands on `mai
     campaigns,
     db,
     demo,
+    members,
     notify,
     orgs,
     serve,

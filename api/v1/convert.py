@@ -18,8 +18,10 @@ def org_brief(org: Organisation) -> S.OrgBrief:
     return S.OrgBrief(id=org.id or 0, code=org.code, name=org.name, kind=org.kind)
 
 
-def org_out(org: Organisation) -> S.OrgOut:
-    return S.OrgOut.model_validate(org)
+def org_out(org: Organisation, member_count: int | None = None) -> S.OrgOut:
+    """The organisation; `member_count` from its roster when given (`states.members.queries`)."""
+    out = S.OrgOut.model_validate(org)
+    return out if member_count is None else out.model_copy(update={"member_count": member_count})
 
 
 def run_brief(

@@ -28,6 +28,7 @@ from api.security import authenticated, roles
 from api.v1.convert import org_out
 from states.errors import InvalidInput, NotFound
 from states.importer import ParsedRows, import_orgs, parse_file, scope_errors
+from states.members.queries import member_count, member_counts
 from states.models import ORG_KINDS, Organisation, Role
 from states.orgs import subtree_filter
 from states.queries import org_page
@@ -101,7 +102,8 @@ def get_org(
     org_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
 ) -> S.OrgOut:
     """返回一个组织的资料。不在管辖范围内的组织与不存在的一样，返回 404。"""
-    return org_out(visible_org(s, org_id, actor))
+    org = visible_org(s, org_id, actor)
+    return org_out(org, member_count(s, org))
 
 
 @router.get(
@@ -124,7 +126,7 @@ def get_children(
         limit=p.limit,
         offset=p.offset,
     )
-    return S.Page(items=[org_out(o) for o in items], total=total, limit=p.limit, offset=p.offset)
+    return _page(s, items, total, p)
 
 
 @router.get(
@@ -153,7 +155,14 @@ def get_subtree(
         limit=p.limit,
         offset=p.offset,
     )
-    return S.Page(items=[org_out(o) for o in items], total=total, limit=p.limit, offset=p.offset)
+    return _page(s, items, total, p)
+
+
+def _page(s: Session, items: list[Organisation], total: int, p: Page) -> S.Page[S.OrgOut]:
+    """A page of organisations, each with its member count (from its roster when it has one)."""
+    counts = member_counts(s, items)
+    out = [org_out(o, counts.get(o.id or 0)) for o in items]
+    return S.Page(items=out, total=total, limit=p.limit, offset=p.offset)
 
 
 @router.post(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from states.members.models import ACTIVE, Member
+from states.models import Organisation
 
 
 def active_members(session: Session, org_id: int) -> list[Member]:
@@ -31,3 +33,76 @@ def active_counts(session: Session, org_ids: Sequence[int]) -> dict[int, int]:
         .group_by(col(Member.org_id))
     ).all()
     return {int(org): int(n) for org, n in rows}
+
+
+def member_count(session: Session, org: Organisation) -> int:
+    """The branch's member count: its roster's 在册 members when it has a roster (any rows),
+    else the number recorded on the organisation (`org.member_count`)."""
+    return member_counts(session, [org]).get(org.id or 0, org.member_count)
+
+
+def member_counts(session: Session, orgs: Sequence[Organisation]) -> dict[int, int]:
+    """`member_count` of several organisations with two queries, by organisation id."""
+    ids = sorted({o.id for o in orgs if o.id is not None})
+    if not ids:
+        return {}
+    with_roster = set(
+        session.execute(
+            select(Member.org_id).where(col(Member.org_id).in_(ids)).group_by(col(Member.org_id))
+        ).scalars()
+    )
+    active = active_counts(session, sorted(with_roster))
+    return {
+        o.id: active.get(o.id, 0) if o.id in with_roster else o.member_count
+        for o in orgs
+        if o.id is not None
+    }
+
+
+@dataclass(frozen=True)
+class RosterFilter:
+    """What a roster listing shows: a status (None: all), a 党小组 (None: all)."""
+
+    status: str | None = None
+    group_id: int | None = None
+
+
+def roster_page(
+    session: Session, org: Organisation, flt: RosterFilter, *, limit: int, offset: int
+) -> tuple[list[Member], int]:
+    """One page of a branch's roster, by name, and the total matching the filter."""
+    conds = [col(Member.org_id) == org.id]
+    if flt.status is not None:
+        conds.append(col(Member.status) == flt.status)
+    if flt.group_id is not None:
+        conds.append(col(Member.group_org_id) == flt.group_id)
+    total = session.execute(select(func.count()).select_from(Member).where(*conds)).scalar_one()
+    items = session.execute(
+        select(Member)
+        .where(*conds)
+        .order_by(col(Member.name), col(Member.id))
+        .limit(limit)
+        .offset(offset)
+    ).scalars()
+    return list(items), int(total)
+
+
+def status_counts(session: Session, org_id: int) -> dict[str, int]:
+    """How many members of the branch's roster are in each status."""
+    rows = session.execute(
+        select(Member.status, func.count())
+        .where(Member.org_id == org_id)
+        .group_by(col(Member.status))
+    ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
+def groups_of(session: Session, org: Organisation) -> list[Organisation]:
+    """The 党小组 directly under a branch, by code."""
+    return list(
+        session.execute(
+            select(Organisation)
+            .where(Organisation.parent_id == org.id, Organisation.kind == "党小组")
+            .order_by(col(Organisation.code))
+        ).scalars()
+    )

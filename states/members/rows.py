@@ -1,0 +1,269 @@
+"""One roster row on its own: the columns of a roster file, and what each cell must look like.
+
+A roster file (CSV/XLSX, read by `states.sheets.read_sheet`) has the columns 姓名, 支部编码,
+党小组编码, 类别, 入党日期, 党员编号, 手机号 and optionally 状态, 状态日期 (English headers too:
+name, branch_code, group_code, category, joined_on, member_no, phone, status, status_on). This
+module checks everything a row can be checked for without the database: names, categories,
+dates (not in the future, not before 1921-07-01), phones, member numbers, and that no cell of
+the row holds a national ID number (we never store them). `states.members.importer` checks the
+rest (branches, 党小组, reach, duplicates) chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from states.members.models import CATEGORIES, STATUSES
+from states.sheets import clean_text, formula_prefixed, shown
+
+#: Canonical field -> Chinese header (also the `column` of a row error).
+HEADERS: dict[str, str] = {
+    "name": "姓名",
+    "branch_code": "支部编码",
+    "group_code": "党小组编码",
+    "category": "类别",
+    "joined_on": "入党日期",
+    "member_no": "党员编号",
+    "phone": "手机号",
+    "status": "状态",
+    "status_on": "状态日期",
+}
+REQUIRED = ("name", "branch_code", "category", "joined_on")
+ALIASES: dict[str, str] = {
+    **{zh: key for key, zh in HEADERS.items()},
+    **{key: key for key in HEADERS},
+    "手机": "phone",
+    "手机号码": "phone",
+    "联系电话": "phone",
+    "党员类别": "category",
+    "党小组": "group_code",
+}
+CATEGORY_ALIASES: dict[str, str] = {
+    "正式": "正式党员",
+    "预备": "预备党员",
+    "full": "正式党员",
+    "probationary": "预备党员",
+}
+FOUNDED = date(1921, 7, 1)
+MAX_NAME = 100
+MEMBER_NO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
+_MOBILE = re.compile(r"(?:\+?86)?(1[3-9]\d{9})\Z")
+_LANDLINE = re.compile(r"0\d{2,3}-?\d{7,8}(?:-\d{1,6})?\Z")
+_DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?\Z")
+_DATE_COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})\Z")
+_ID_CANDIDATE = re.compile(r"(?<![0-9])(\d{17}[0-9Xx]|\d{15})(?![0-9A-Za-z])")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+#: The error callback of a cell check: takes the message.
+Fn = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class MemberRow:
+    """One valid data row, cleaned; codes are as written (matched in any case)."""
+
+    row: int
+    name: str
+    branch_code: str
+    group_code: str | None
+    category: str
+    joined_on: date
+    member_no: str | None
+    phone: str | None
+    status: str | None
+    status_on: date | None
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One problem: spreadsheet row number, Chinese column header, Chinese message."""
+
+    row: int
+    column: str
+    message: str
+
+
+def match_header(cells: Sequence[str]) -> dict[str, int]:
+    """Map canonical field -> column index; the first matching column wins."""
+    columns: dict[str, int] = {}
+    for index, cell in enumerate(cells):
+        text = clean_text(cell)
+        key = ALIASES.get(text) or ALIASES.get(text.lower())
+        if key is not None and key not in columns:
+            columns[key] = index
+    return columns
+
+
+def missing_columns(columns: dict[str, int]) -> list[str]:
+    """The Chinese headers of the required columns a header lacks."""
+    return [HEADERS[key] for key in REQUIRED if key not in columns]
+
+
+def parse_row(
+    num: int, cells: Sequence[str], columns: dict[str, int], today: date
+) -> tuple[MemberRow | None, list[RowError]]:
+    """Check one row on its own; return it cleaned (None when it has errors) and its errors."""
+    errors = list(_id_number_errors(num, cells, columns))
+
+    def get(key: str) -> str:
+        index = columns.get(key)
+        return clean_text(cells[index]) if index is not None and index < len(cells) else ""
+
+    def err(key: str, message: str) -> None:
+        errors.append(RowError(num, HEADERS[key], message))
+
+    name = _name(get("name"), lambda m: err("name", m))
+    branch = _code(get("branch_code"), "支部编码", True, lambda m: err("branch_code", m))
+    group = _code(get("group_code"), "党小组编码", False, lambda m: err("group_code", m))
+    category = _category(get("category"), lambda m: err("category", m))
+    joined = _date(get("joined_on"), "入党日期", True, today, lambda m: err("joined_on", m))
+    member_no = _member_no(get("member_no"), lambda m: err("member_no", m))
+    phone = _phone(get("phone"), lambda m: err("phone", m))
+    status = _status(get("status"), lambda m: err("status", m))
+    status_on = _date(get("status_on"), "状态日期", False, today, lambda m: err("status_on", m))
+    if errors or joined is None or not name or not branch or not category:
+        return None, errors
+    row = MemberRow(num, name, branch, group, category, joined, member_no, phone, status, status_on)
+    return row, []
+
+
+def _name(text: str, err: Fn) -> str:
+    if not text:
+        err("姓名不能为空")
+    elif len(text) > MAX_NAME:
+        err(f"姓名过长：最多 {MAX_NAME} 个字")
+    elif formula_prefixed(text):
+        err(f"姓名不能以 = + - @ 开头（在表格软件中会被当作公式）：{shown(text)}")
+    else:
+        return text
+    return ""
+
+
+def _code(text: str, label: str, required: bool, err: Fn) -> str | None:
+    from states.orgs import CODE_RE
+
+    if not text:
+        if required:
+            err(f"{label}不能为空")
+        return None
+    if not CODE_RE.match(text):
+        err(f"{label}格式不正确：{shown(text)}")
+        return None
+    return text
+
+
+def _category(text: str, err: Fn) -> str:
+    value = text if text in CATEGORIES else CATEGORY_ALIASES.get(text.lower(), "")
+    if not text:
+        err("类别不能为空")
+    elif not value:
+        err(f"类别无效：{shown(text)}（应为 {'、'.join(CATEGORIES)} 之一）")
+    return value
+
+
+def parse_date(text: str) -> date | None:
+    """Read 2001-07-01, 2001/7/1, 2001.7.1, 2001年7月1日 or 20010701; None if not a date."""
+    match = _DATE.match(text) or _DATE_COMPACT.match(text)
+    if match is None:
+        return None
+    try:
+        return date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        return None
+
+
+def _date(text: str, label: str, required: bool, today: date, err: Fn) -> date | None:
+    if not text:
+        if required:
+            err(f"{label}不能为空")
+        return None
+    value = parse_date(text.removesuffix("T00:00:00"))
+    if value is None:
+        err(f"{label}不是有效日期：{shown(text)}（请写成 2001-07-01）")
+    elif value > today:
+        err(f"{label}不能晚于今天：{value.isoformat()}")
+    elif value < FOUNDED:
+        err(f"{label}不能早于 1921-07-01：{value.isoformat()}")
+    else:
+        return value
+    return None
+
+
+def _member_no(text: str, err: Fn) -> str | None:
+    if not text:
+        return None
+    if not MEMBER_NO.match(text):
+        err(f"党员编号格式不正确：{shown(text)}（只含字母、数字、点、下划线、连字符，最长 32 位）")
+        return None
+    return text
+
+
+def normalise_phone(text: str) -> str | None:
+    """Return a mobile number as 11 digits or a landline as written; None if neither."""
+    compact = re.sub(r"[\s()（）]", "", text)
+    mobile = _MOBILE.match(compact.replace("-", ""))
+    if mobile:
+        return mobile.group(1)
+    return compact if _LANDLINE.match(compact) else None
+
+
+def _phone(text: str, err: Fn) -> str | None:
+    if not text:
+        return None
+    value = normalise_phone(text)
+    if value is None:
+        err(f"手机号格式不正确：{shown(text)}（应为 11 位手机号或带区号的固定电话）")
+    return value
+
+
+def _status(text: str, err: Fn) -> str | None:
+    if text and text not in STATUSES:
+        err(f"状态无效：{shown(text)}（应为 {'、'.join(STATUSES)} 之一）")
+        return None
+    return text or None
+
+
+def is_id_number(text: str) -> bool:
+    """Whether `text` is a mainland resident ID number (18 digits with a valid check character
+    and birth date, or the old 15-digit form with a valid birth date)."""
+    if len(text) == 15:
+        return _birth_ok("19" + text[6:12])
+    if len(text) != 18 or not _birth_ok(text[6:14]):
+        return False
+    total = sum(int(d) * w for d, w in zip(text[:17], _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11] == text[17].upper()
+
+
+def _birth_ok(yyyymmdd: str) -> bool:
+    try:
+        born = date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
+    except ValueError:
+        return False
+    return 1900 <= born.year <= 2100
+
+
+def _id_number_errors(
+    num: int, cells: Sequence[str], columns: dict[str, int]
+) -> Iterator[RowError]:
+    """A national ID number in any cell of the row (named columns or not) is refused."""
+    names = {index: HEADERS[key] for key, index in columns.items()}
+    for index, cell in enumerate(cells):
+        if len(cell) < 15 or not any(is_id_number(m) for m in _ID_CANDIDATE.findall(cell)):
+            continue
+        column = names.get(index, f"第 {index + 1} 列")
+        yield RowError(num, column, "不得填写身份证号码：名册不保存身份证号，请删除该内容")
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """138****1234 for a mobile; a landline keeps its area code and last 4 digits."""
+    if not phone:
+        return phone
+    if len(phone) == 11 and phone.isdigit():
+        return f"{phone[:3]}****{phone[-4:]}"
+    if len(phone) >= 8:
+        head = phone.split("-")[0] if "-" in phone else phone[:3]
+        return f"{head}-****{phone[-4:]}"
+    return "****"
