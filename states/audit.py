@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -101,6 +102,42 @@ def append(
     return digest
 
 
+def append_many(
+    session: Session,
+    *,
+    stream: str,
+    events: Sequence[tuple[str, int | None, dict[str, Any]]],
+    run_id: int | None = None,
+) -> None:
+    """Append (action, actor_id, data) events to `stream` in order: one read, one insert."""
+    if not events:
+        return
+    last = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash)
+        .where(AuditEvent.stream == stream)
+        .order_by(col(AuditEvent.seq).desc())
+        .limit(1)
+    ).first()
+    seq, prev = (last[0], last[1]) if last else (0, GENESIS)
+    rows = []
+    at = utcnow()
+    for action, actor_id, data in events:
+        seq += 1
+        fields: dict[str, Any] = {
+            "prev_hash": prev,
+            "stream": stream,
+            "seq": seq,
+            "at": at,
+            "actor_id": actor_id,
+            "action": action,
+            "run_id": run_id,
+            "data": json.loads(_canonical(data)),
+        }
+        prev = event_hash(**fields)
+        rows.append({**fields, "hash": prev})
+    session.execute(insert(AuditEvent), rows)
+
+
 @dataclass(frozen=True)
 class BrokenLink:
     """The first event whose chain does not hold, and why."""
@@ -113,11 +150,17 @@ class BrokenLink:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """What `verify` checked and the first broken link, if any."""
+    """What `verify` checked and the first broken link, if any.
+
+    `tampered` lists the evidence records whose contents no longer hash to what their latest
+    create/amend/void event says (an edit behind the application's back).
+    """
 
     events: int
     streams: int
     broken: BrokenLink | None
+    records: int = 0
+    tampered: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -125,7 +168,23 @@ class VerifyReport:
 
 
 def verify(session: Session, *, batch: int = 5000) -> VerifyReport:
-    """Walk every stream in order; return the first event (lowest id) whose link is broken."""
+    """Walk every stream in order; return the first event (lowest id) whose link is broken.
+
+    Then compare every evidence record with the content hash of its latest audit event; if the
+    chains hold, the first record that differs is reported as the broken link.
+    """
+    checked, first = _walk(session, batch)
+    total_streams = session.execute(
+        select(func.count(func.distinct(AuditEvent.stream)))
+    ).scalar_one()
+    records, tampered, where = _evidence_check(session, batch)
+    if first is None and tampered:
+        ev_id, stream, seq = where
+        first = BrokenLink(ev_id, stream, seq, f"材料 #{tampered[0]} 的内容与审计记录不符")
+    return VerifyReport(checked, int(total_streams), first, records, tuple(tampered))
+
+
+def _walk(session: Session, batch: int) -> tuple[int, BrokenLink | None]:
     heads: dict[str, tuple[int, str]] = {}
     checked = 0
     first: BrokenLink | None = None
@@ -143,7 +202,7 @@ def verify(session: Session, *, batch: int = 5000) -> VerifyReport:
             .all()
         )
         if not rows:
-            break
+            return checked, first
         for ev in rows:
             last_id = ev.id or 0
             checked += 1
@@ -155,13 +214,60 @@ def verify(session: Session, *, batch: int = 5000) -> VerifyReport:
                 reason = f"序号不连续：应为 {seq + 1}，实为 {ev.seq}"
             elif ev.prev_hash != prev:
                 reason = "前一事件的哈希不符（上一条被改动或删除）"
-            else:
-                if hash_of(ev) != ev.hash:
-                    reason = "内容与哈希不符（本条被改动）"
+            elif hash_of(ev) != ev.hash:
+                reason = "内容与哈希不符（本条被改动）"
             if reason:
-                first = BrokenLink(ev.id, ev.stream, ev.seq, reason)
+                first = BrokenLink(ev.id or 0, ev.stream, ev.seq, reason)
             heads[ev.stream] = (ev.seq, ev.hash)
-    total_streams = session.execute(
-        select(func.count(func.distinct(AuditEvent.stream)))
-    ).scalar_one()
-    return VerifyReport(events=checked, streams=int(total_streams), broken=first)
+
+
+def _latest_hashes(session: Session) -> dict[int, tuple[str, int, str, int]]:
+    """evidence id -> (sha256, event id, stream, seq) of its latest hashed event: one query."""
+    from states.evidence.hashing import HASHED_ACTIONS
+
+    eid = AuditEvent.data["evidence_id"].as_integer()
+    latest = (
+        select(func.max(AuditEvent.id))
+        .where(col(AuditEvent.action).in_(HASHED_ACTIONS))
+        .group_by(eid)
+    )
+    rows = session.execute(
+        select(AuditEvent.id, AuditEvent.stream, AuditEvent.seq, AuditEvent.data).where(
+            col(AuditEvent.id).in_(latest)
+        )
+    ).all()
+    out: dict[int, tuple[str, int, str, int]] = {}
+    for event_id, stream, seq, data in rows:
+        if isinstance(data, dict) and data.get("sha256") and data.get("evidence_id"):
+            out[int(data["evidence_id"])] = (str(data["sha256"]), event_id, stream, seq)
+    return out
+
+
+def _evidence_check(session: Session, batch: int) -> tuple[int, list[int], tuple[int, str, int]]:
+    """One pass over the evidence table against the latest hashes; the tampered ids in order."""
+    from states.evidence.hashing import canonical
+    from states.models import Evidence
+
+    expected = _latest_hashes(session)
+    tampered: list[int] = []
+    where: tuple[int, str, int] = (0, "", 0)
+    checked, last_id = 0, 0
+    table = Evidence.__table__  # type: ignore[attr-defined]
+    cols = [table.c[n] for n in ("id", "kind", "subject", "data", "status", "version")]
+    while True:
+        rows = session.execute(
+            select(*cols).where(table.c.id > last_id).order_by(table.c.id).limit(batch)
+        ).all()
+        if not rows:
+            return checked, tampered, where
+        for ev_id, kind, subject, data, status, version in rows:
+            last_id = ev_id
+            want = expected.get(ev_id)
+            if want is None:
+                continue  # recorded before content hashes were kept
+            checked += 1
+            text = canonical(kind, subject, data, status, version)
+            if hashlib.sha256(text.encode("utf-8")).hexdigest() != want[0]:
+                if not tampered:
+                    where = want[1:]
+                tampered.append(ev_id)

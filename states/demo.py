@@ -258,12 +258,13 @@ def _fill_and_request(engine: Engine, campaign_id: int, code: str) -> int | None
         ctx = runs.load_run(s, run.id or 0, None)
         secretary = actor_by_username(s, secretary_username(code))
         stage = ctx.tpl.stage(run.stage)
+        parent = s.get(Organisation, org.parent_id)
+        assert parent is not None
+        reviewer = actor_by_username(s, committee_username(parent.code))
         for kind, data in sample_evidence(ctx.tpl, stage, org.member_count):
-            runs.record_evidence(s, run_id=run.id or 0, actor=secretary, kind=kind, data=data)
+            who = reviewer if kind == "decision" else secretary  # grades are decided above
+            runs.record_evidence(s, run_id=run.id or 0, actor=who, kind=kind, data=data)
         if any(isinstance(r, ReviewPresent) for r in stage.requirements):
-            parent = s.get(Organisation, org.parent_id)
-            assert parent is not None
-            reviewer = actor_by_username(s, committee_username(parent.code))
             runs.record_evidence(s, run_id=run.id or 0, actor=reviewer, kind="review", data=REVIEW)
         req = runs.request_advance(
             s, run_id=run.id or 0, actor=secretary, comment="材料已齐，请审批"

@@ -21,6 +21,9 @@ from states.catalog import (
 from states.models import Evidence, EvidenceLink
 
 BRANCH_SUBJECT = "（支部）"
+MEMBER_PREFIX = "member:"
+#: The commitment guard names at most this many missing members, then says 等 N 人.
+MAX_NAMED = 10
 EVIDENCE_LABELS = {
     "meeting": "会议",
     "commitment": "承诺",
@@ -29,15 +32,26 @@ EVIDENCE_LABELS = {
     "appraisal": "测评",
     "decision": "评定结果",
     "document": "材料",
+    "self_assessment": "自评",
 }
+
+
+def member_subject(member_id: int) -> str:
+    """The subject of a roster member's commitment."""
+    return f"{MEMBER_PREFIX}{member_id}"
 
 
 @dataclass(frozen=True)
 class RunFacts:
-    """What a run has recorded for one stage: counts per (kind, subject), and member count."""
+    """What a run has recorded for one stage: counts per (kind, subject), and member count.
+
+    `roster` (member id -> name of the 在册 members) is set when the branch has a roster: the
+    member count is then its size and the commitment guard names who is missing.
+    """
 
     member_count: int
     counts: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    roster: dict[int, str] | None = None
 
     def count(self, kind: str, subject: str | None = None) -> int:
         """Return how many records of `kind` (with `subject`, if given) exist."""
@@ -50,7 +64,14 @@ class RunFacts:
         return {s for (k, s) in self.counts if k == kind and s is not None}
 
 
-def load_facts(session: Session, *, run_id: int, stage: str, member_count: int) -> RunFacts:
+def load_facts(
+    session: Session,
+    *,
+    run_id: int,
+    stage: str,
+    member_count: int,
+    roster: dict[int, str] | None = None,
+) -> RunFacts:
     """Return the facts of one run's stage with one grouped query."""
     rows = session.execute(
         select(Evidence.kind, Evidence.subject, func.count())
@@ -62,7 +83,10 @@ def load_facts(session: Session, *, run_id: int, stage: str, member_count: int) 
         )
         .group_by(col(Evidence.kind), col(Evidence.subject))
     ).all()
-    return RunFacts(member_count, {(k, s): int(n) for k, s, n in rows})
+    counts = {(k, s): int(n) for k, s, n in rows}
+    if roster:
+        return RunFacts(len(roster), counts, roster)
+    return RunFacts(member_count, counts)
 
 
 @dataclass(frozen=True)
@@ -102,23 +126,44 @@ def _headings(stage: Stage, req: ActivityHeadings, facts: RunFacts) -> Requireme
     return RequirementStatus(req.type, label, not missing, reason, done, len(req.headings))
 
 
+def _committed(facts: RunFacts) -> set[str]:
+    """The members with a commitment: roster subjects of members still 在册, or names."""
+    subjects = facts.subjects("commitment") - {BRANCH_SUBJECT}
+    if facts.roster is None:
+        return subjects
+    ids = {s.removeprefix(MEMBER_PREFIX) for s in subjects if s.startswith(MEMBER_PREFIX)}
+    return {str(i) for i in facts.roster if str(i) in ids}
+
+
+def _missing_names(facts: RunFacts, committed: set[str]) -> str:
+    names = [n for i, n in (facts.roster or {}).items() if str(i) not in committed]
+    shown = "、".join(names[:MAX_NAMED])
+    return shown + (f" 等 {len(names)} 人" if len(names) > MAX_NAMED else "")
+
+
+def _share_problem(stage: Stage, req: CommitmentShare, facts: RunFacts, done: set[str]) -> str:
+    members, have = facts.member_count, len(done)
+    need = math.ceil(req.min_share * members - 1e-9)
+    if facts.roster is not None:
+        missing = f"尚有 {members - have} 名党员未提交承诺：{_missing_names(facts, done)}"
+        if req.min_share >= 1:
+            return f"{stage.name}：{missing}"
+        return f"{stage.name}：已有 {have} 名党员提交承诺，至少需要 {need} 名；{missing}"
+    if req.min_share >= 1:
+        return f"{stage.name}：{members} 名党员中 {members - have} 名尚未提交承诺"
+    return f"{stage.name}：{members} 名党员中已有 {have} 名提交承诺，至少需要 {need} 名"
+
+
 def _commitments(stage: Stage, req: CommitmentShare, facts: RunFacts) -> RequirementStatus:
     members = facts.member_count
-    with_commitment = len(facts.subjects("commitment") - {BRANCH_SUBJECT})
+    done = _committed(facts)
+    with_commitment = len(done)
     need = math.ceil(req.min_share * members - 1e-9)
     problems = []
     if members <= 0:
         problems.append(f"{stage.name}：尚未登记党员人数，无法核对承诺")
     elif with_commitment < need:
-        if req.min_share >= 1:
-            problems.append(
-                f"{stage.name}：{members} 名党员中 {members - with_commitment} 名尚未提交承诺"
-            )
-        else:
-            problems.append(
-                f"{stage.name}：{members} 名党员中已有 {with_commitment} 名提交承诺，"
-                f"至少需要 {need} 名"
-            )
+        problems.append(_share_problem(stage, req, facts, done))
     if req.branch_commitment and facts.count("commitment", BRANCH_SUBJECT) == 0:
         problems.append(f"{stage.name}：支部承诺尚未提交")
     met = not problems

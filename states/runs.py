@@ -1,24 +1,20 @@
-"""Runs: evidence, requests to advance, approvals up the tree, returns, withdrawals, extensions.
+"""Runs: requests to advance, approvals up the tree, returns, withdrawals, extensions.
 
 Every change to a run is a compare-and-set on `run.version` (or a row lock for evidence), and
 the change, its audit event and its outbox rows are flushed into the caller's transaction:
-they commit together or not at all (see `states.db.unit_of_work`).
+they commit together or not at all (see `states.db.unit_of_work`). The shared core (loading a
+run, the compare-and-set, audit and outbox helpers) is `states.run_core`; evidence is
+`states.evidence` (`record_evidence` is re-exported here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, func, insert, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
-from states import audit, outbox
-from states.campaigns import template_by_digest
-from states.catalog import DONE, Template
+from states.catalog import DONE
 from states.errors import (
     ConcurrentUpdate,
     Conflict,
@@ -27,206 +23,61 @@ from states.errors import (
     NotFound,
     RequirementsUnmet,
 )
-from states.evidence import validate_evidence
+from states.evidence.records import record as record_evidence
 from states.machines import ADVANCE, RETURN_PREFIX, Outcome, fire, stage_label
 from states.models import (
-    Campaign,
-    Decision,
-    Evidence,
-    EvidenceLink,
     Organisation,
     Request,
     RequestKind,
     RequestStatus,
     Role,
     Run,
-    TemplateVersion,
 )
 from states.orgs import ancestors
-from states.requirements import RequirementStatus, RunFacts, evaluate, load_facts
+from states.run_core import (
+    ACT_ROLES,
+    STATUS_LABELS,
+    SUPERIOR_ROLES,
+    RunContext,
+    checklist,
+    history,
+    load_run,
+)
+from states.run_core import acting_as as _acting_as
+from states.run_core import cas as _cas
+from states.run_core import close_request as _close
+from states.run_core import decide as _decide
+from states.run_core import decided_before as _decided_before
+from states.run_core import facts as _facts
+from states.run_core import flush as _flush
+from states.run_core import log as _log
+from states.run_core import notify as _notify
+from states.run_core import update_pending as _update_pending
 from states.schedule import deadline_for
 from states.timeutil import format_local, utcnow
 from states.users import Actor
 from states.workcal import load_calendar
 
-ACT_ROLES = frozenset({Role.SECRETARY, Role.COMMITTEE, Role.ADMIN})
-SUPERIOR_ROLES = frozenset({Role.COMMITTEE, Role.ADMIN})
-STATUS_LABELS = {
-    "pending": "待审批",
-    "approved": "已通过",
-    "returned": "已退回",
-    "withdrawn": "已撤回",
-}
-
-
-@dataclass
-class RunContext:
-    """A run with everything needed to decide on it."""
-
-    run: Run
-    campaign: Campaign
-    org: Organisation
-    tpl: Template
-
-
-def load_run(
-    session: Session, run_id: int, actor: Actor | None, *, lock: bool = False
-) -> RunContext:
-    """Return the run's context; NotFound if missing or outside the actor's reach."""
-    stmt = (
-        select(Run, Organisation, Campaign, TemplateVersion.digest)
-        .join(Organisation, col(Organisation.id) == col(Run.org_id))
-        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
-        .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
-        .where(Run.id == run_id)
-        .execution_options(populate_existing=True)  # decide on what the database holds now
-    )
-    if lock:
-        stmt = stmt.with_for_update(of=Run)
-    row = session.exec(stmt).first()
-    if row is None or (actor is not None and not actor.reaches(row[1].path)):
-        raise NotFound("支部进程不存在", details={"run_id": run_id})
-    run, org, campaign, digest = row
-    return RunContext(
-        run, campaign, org, template_by_digest(session, campaign.template_version_id, digest)
-    )
-
-
-def _acting_as(ctx: RunContext, actor: Actor) -> bool:
-    """Return whether the actor acts on the branch's behalf (代办); Forbidden if not allowed."""
-    if actor.holds_on(ctx.org.id or 0, ACT_ROLES):
-        return False
-    if actor.holds_above(ctx.org.path, SUPERIOR_ROLES):
-        return True
-    raise Forbidden("只有本组织书记、委员或上级党委委员（代办）可以办理此事项")
-
-
-def _cas(session: Session, run: Run, **values: Any) -> None:
-    """Apply `values` to the run only if nobody changed it since it was read."""
-    result = session.execute(
-        update(Run)
-        .where(col(Run.id) == run.id, col(Run.version) == run.version)
-        .values(version=run.version + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if cast(CursorResult[Any], result).rowcount != 1:
-        raise ConcurrentUpdate("该支部进程刚被他人更新，请刷新后重试", details={"run_id": run.id})
-    # Mirror the committed values on the loaded object without marking it dirty (no re-SELECT).
-    for key, value in {"version": run.version + 1, **values}.items():
-        set_committed_value(run, key, value)
-
-
-def _flush(session: Session) -> None:
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
-
-
-def _log(session: Session, ctx: RunContext, action: str, actor: Actor | None, **data: Any) -> None:
-    audit.append(
-        session,
-        stream=f"run:{ctx.run.id}",
-        action=action,
-        actor_id=actor.user_id if actor else None,
-        run_id=ctx.run.id,
-        data={"org": ctx.org.code, **data},
-    )
-
-
-def _notify(
-    session: Session, ctx: RunContext, event_kind: str, key: str, org_id: int, **payload: Any
-) -> None:
-    outbox.enqueue(
-        session,
-        event_kind=event_kind,
-        dedupe_key=f"{event_kind}:{key}",
-        run_id=ctx.run.id,
-        org_id=org_id,
-        payload={
-            "run_id": ctx.run.id,
-            "campaign_id": ctx.campaign.id,
-            "campaign": ctx.campaign.name,
-            "org_code": ctx.org.code,
-            "org_name": ctx.org.name,
-            **payload,
-        },
-    )
-
-
-def checklist(session: Session, ctx: RunContext) -> list[RequirementStatus]:
-    """Return the current stage's requirements, met or unmet, with reasons."""
-    if ctx.run.stage == DONE:
-        return []
-    return evaluate(ctx.tpl.stage(ctx.run.stage), _facts(session, ctx))
-
-
-def _facts(session: Session, ctx: RunContext) -> RunFacts:
-    run = ctx.run
-    return load_facts(
-        session, run_id=run.id or 0, stage=run.stage, member_count=ctx.org.member_count
-    )
-
-
-def record_evidence(
-    session: Session, *, run_id: int, actor: Actor, kind: str, data: dict[str, Any]
-) -> Evidence:
-    """Record one piece of evidence for the run's current stage."""
-    ctx = load_run(session, run_id, actor, lock=True)
-    if ctx.run.stage == DONE:
-        raise Conflict("该进程已完成，不能再补录材料")
-    stage = ctx.tpl.stage(ctx.run.stage)
-    if kind not in stage.evidence:
-        allowed = "、".join(stage.evidence) or "无"
-        raise InvalidInput(
-            f"「{stage.name}」阶段不收 {kind} 类材料（可录：{allowed}）",
-            details=[{"field": "kind"}],
-        )
-    clean, subject = validate_evidence(ctx.tpl, kind, data)
-    if kind == "review":
-        if not actor.holds_above(ctx.org.path, SUPERIOR_ROLES):
-            raise Forbidden("点评须由上级党组织委员录入")
-        on_behalf, recorder_org = False, _superior_org(session, ctx, actor)
-    else:
-        on_behalf, recorder_org = _acting_as(ctx, actor), ctx.org.id
-    ev = Evidence(
-        org_id=ctx.org.id or 0,
-        run_id=ctx.run.id or 0,
-        stage=stage.id,
-        kind=kind,
-        subject=subject,
-        data=clean,
-        recorded_by=actor.user_id,
-        recorder_org_id=recorder_org,
-        on_behalf=on_behalf,
-    )
-    session.add(ev)
-    _flush(session)
-    session.add(
-        EvidenceLink(
-            evidence_id=ev.id or 0, run_id=ctx.run.id or 0, stage=stage.id, linked_by=actor.user_id
-        )
-    )
-    _flush(session)
-    _log(
-        session,
-        ctx,
-        "evidence.recorded",
-        actor,
-        evidence_id=ev.id,
-        stage=stage.id,
-        kind=kind,
-        subject=subject,
-        on_behalf=on_behalf,
-    )
-    return ev
-
-
-def _superior_org(session: Session, ctx: RunContext, actor: Actor) -> int | None:
-    for anc in ancestors(session, ctx.org):
-        if actor.holds_on(anc.id or 0, SUPERIOR_ROLES):
-            return anc.id
-    return None
+#: Names other modules import from here (the core moved to `states.run_core`).
+__all__ = [
+    "ACT_ROLES",
+    "STATUS_LABELS",
+    "SUPERIOR_ROLES",
+    "RunContext",
+    "allowed_actions",
+    "approve",
+    "checklist",
+    "history",
+    "load_request",
+    "load_run",
+    "record_evidence",
+    "request_advance",
+    "request_extension",
+    "resolve_chain",
+    "return_request",
+    "send_back",
+    "withdraw",
+]
 
 
 def resolve_chain(session: Session, ctx: RunContext, kind: str) -> list[int]:
@@ -456,71 +307,6 @@ def _check_approver(session: Session, req: Request, ctx: RunContext, actor: Acto
             )
     if req.step > 0 and _decided_before(session, req, actor):
         raise Forbidden("同一申请的各级审批须由不同的人作出", details={"rule": "same_approver"})
-
-
-def _decide(
-    session: Session,
-    req: Request,
-    actor: Actor,
-    outcome: str,
-    opinion: str | None,
-    now: datetime | None = None,
-) -> None:
-    """Record one step's decision; the unique (request, step) key lets only one approver win."""
-    try:  # no savepoint: a conflict aborts the whole unit of work anyway
-        session.execute(
-            insert(Decision).values(
-                request_id=req.id,
-                step=req.step,
-                org_id=req.current_approver_org_id,
-                decided_by=actor.user_id,
-                outcome=outcome,
-                opinion=opinion,
-                created_at=now or utcnow(),
-            )
-        )
-    except IntegrityError as exc:
-        raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
-
-
-def _close(
-    session: Session, req: Request, status: RequestStatus, now: datetime, reason: str | None = None
-) -> None:
-    """Mark a pending request decided (approved, returned or withdrawn)."""
-    values: dict[str, Any] = {"status": status, "decided_at": now}
-    if reason is not None:
-        values["return_reason"] = reason
-    _update_pending(session, req, **values)
-
-
-def _update_pending(session: Session, req: Request, **values: Any) -> None:
-    """Change a request only if it is still pending at the step it was read at.
-
-    The request is read before its run, so a decision racing another one (a withdrawal, a
-    second approver) could otherwise pass the run's compare-and-set on a version read after the
-    other committed: this conditional UPDATE makes exactly one of them win.
-    """
-    result = session.execute(
-        update(Request)
-        .where(
-            col(Request.id) == req.id,
-            col(Request.status) == RequestStatus.PENDING,
-            col(Request.step) == req.step,
-        )
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if cast(CursorResult[Any], result).rowcount != 1:
-        raise ConcurrentUpdate("该申请刚被他人处理，请刷新后重试", details={"request_id": req.id})
-    for key, value in values.items():
-        set_committed_value(req, key, value)
-
-
-def _decided_before(session: Session, req: Request, actor: Actor) -> bool:
-    stmt = select(Decision.id).where(
-        Decision.request_id == req.id, Decision.decided_by == actor.user_id
-    )
-    return session.exec(stmt).first() is not None
 
 
 def approve(
@@ -803,21 +589,6 @@ def _may_decide(session: Session, req: Request, ctx: RunContext, actor: Actor) -
     except (Forbidden, Conflict):
         return False
     return True
-
-
-def history(
-    session: Session, run_id: int, actor: Actor | None, *, limit: int | None = None, offset: int = 0
-) -> tuple[list[audit.AuditEvent], int]:
-    """Return a page of the run's audit events, newest first, and how many there are."""
-    ctx = load_run(session, run_id, actor)
-    where = audit.AuditEvent.stream == f"run:{ctx.run.id}"
-    stmt = select(audit.AuditEvent).where(where).order_by(col(audit.AuditEvent.seq).desc())
-    if limit is not None:
-        stmt = stmt.limit(limit).offset(offset)
-    total = session.execute(
-        select(func.count()).select_from(audit.AuditEvent).where(where)
-    ).scalar_one()
-    return list(session.execute(stmt).scalars()), int(total)
 
 
 def load_request(session: Session, request_id: int, actor: Actor) -> Request:

@@ -74,7 +74,8 @@ class World:
             "commend": [("decision", {"grade": "好", "commendation": "先进基层党组织"})],
         }.get(run.stage, [])
         for kind, data in ev:
-            self.do(runs.record_evidence, run_id=run_id, actor=actor, kind=kind, data=data)
+            who = self.g1 if kind == "decision" else actor  # grades are decided above
+            self.do(runs.record_evidence, run_id=run_id, actor=who, kind=kind, data=data)
         if run.stage == "review":
             self.do(runs.record_evidence, run_id=run_id, actor=self.g1, kind="review", data=REVIEW)
 

@@ -43,13 +43,12 @@ class Walk:
     def fill(self, code: str) -> None:
         run = self.run(code)
         stage = self.tpl.stage(run.stage)
+        parent = self.s.get_one(Organisation, self.orgs[code].parent_id)
+        reviewer = self.committee[parent.code]
         for kind, data in sample_evidence(self.tpl, stage, self.orgs[code].member_count):
-            runs.record_evidence(
-                self.s, run_id=run.id or 0, actor=self.sec[code], kind=kind, data=data
-            )
+            who = reviewer if kind == "decision" else self.sec[code]  # grades are decided above
+            runs.record_evidence(self.s, run_id=run.id or 0, actor=who, kind=kind, data=data)
         if any(isinstance(r, ReviewPresent) for r in stage.requirements):
-            parent = self.s.get_one(Organisation, self.orgs[code].parent_id)
-            reviewer = self.committee[parent.code]
             runs.record_evidence(
                 self.s, run_id=run.id or 0, actor=reviewer, kind="review", data=REVIEW
             )

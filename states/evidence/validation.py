@@ -1,4 +1,5 @@
-"""Evidence records: typed and validated per kind."""
+"""Evidence contents: typed and validated per kind (no database: the roster is checked in
+`states.evidence.roster`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from states.catalog import Template
 from states.errors import InvalidInput
-from states.requirements import BRANCH_SUBJECT
+from states.requirements import BRANCH_SUBJECT, member_subject
 
 Text = Field(min_length=1, max_length=2000)
 
@@ -18,27 +19,53 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+class AbsenceIn(_In):
+    """A member absent from a meeting, with an optional reason (e.g. 请假)."""
+
+    member_id: int = Field(ge=1)
+    reason: str | None = Field(default=None, max_length=100)
+
+
 class MeetingIn(_In):
-    """A meeting held: date, title, attendance expected and present."""
+    """A meeting held: date, title, attendance.
+
+    Without a roster `expected` and `present` are typed; with one, `attendees` are ticked from
+    it and both numbers are computed (`states.evidence.roster`).
+    """
 
     date: dt.date
     title: str = Field(min_length=1, max_length=200)
-    expected: int = Field(ge=1, le=100_000)
-    present: int = Field(ge=0, le=100_000)
+    expected: int | None = Field(default=None, ge=1, le=100_000)
+    present: int | None = Field(default=None, ge=0, le=100_000)
+    attendees: list[int] | None = Field(default=None, max_length=5000)
+    absences: list[AbsenceIn] | None = Field(default=None, max_length=5000)
     notes: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def _attendance(self) -> MeetingIn:
-        if self.present > self.expected:
-            raise ValueError("实到人数不能多于应到人数")
+        if self.attendees is None:
+            if self.expected is None or self.present is None:
+                raise ValueError("请填写应到、实到人数，或从党员名册勾选出席人员")
+            if self.present > self.expected:
+                raise ValueError("实到人数不能多于应到人数")
+        elif len(set(self.attendees)) != len(self.attendees):
+            raise ValueError("出席人员有重复")
         return self
 
 
 class CommitmentIn(_In):
-    """A commitment by a member (named) or by the branch (member omitted)."""
+    """A commitment by a member of the roster (`member_id`), a named member (`member`, for
+    branches without a roster) or by the branch (both omitted)."""
 
+    member_id: int | None = Field(default=None, ge=1)
     member: str | None = Field(default=None, max_length=100)
     text: str = Text
+
+    @model_validator(mode="after")
+    def _one_member(self) -> CommitmentIn:
+        if self.member_id is not None and self.member:
+            raise ValueError("member_id 与 member 只能填写其一")
+        return self
 
 
 class ActivityIn(_In):
@@ -88,6 +115,13 @@ class DocumentIn(_In):
     grade: str | None = Field(default=None, max_length=20)
 
 
+class SelfAssessmentIn(_In):
+    """The branch's own assessment: a proposed grade and its reasons (the decision is above)."""
+
+    grade: str = Field(min_length=1, max_length=20)
+    text: str = Text
+
+
 SCHEMAS: dict[str, type[_In]] = {
     "meeting": MeetingIn,
     "commitment": CommitmentIn,
@@ -96,6 +130,7 @@ SCHEMAS: dict[str, type[_In]] = {
     "appraisal": AppraisalIn,
     "decision": DecisionIn,
     "document": DocumentIn,
+    "self_assessment": SelfAssessmentIn,
 }
 
 
@@ -104,6 +139,8 @@ def validate_evidence(
 ) -> tuple[dict[str, Any], str | None]:
     """Return the cleaned data and its subject; raise InvalidInput naming the fields."""
     schema = SCHEMAS.get(kind)
+    if not isinstance(data, dict):
+        raise InvalidInput("材料内容须为对象", details=[{"field": "data"}])
     if schema is None:
         raise InvalidInput(f"未知的材料类型：{kind}", details=[{"field": "kind"}])
     try:
@@ -117,11 +154,13 @@ def validate_evidence(
             "材料内容有误：" + "、".join(d["field"] for d in details), details=details
         ) from exc
     subject = _subject(tpl, parsed)
-    return parsed.model_dump(mode="json"), subject
+    return parsed.model_dump(mode="json", exclude_none=True), subject
 
 
 def _subject(tpl: Template, parsed: _In) -> str | None:
     if isinstance(parsed, CommitmentIn):
+        if parsed.member_id is not None:
+            return member_subject(parsed.member_id)
         return parsed.member or BRANCH_SUBJECT
     if isinstance(parsed, ActivityIn):
         if tpl.headings and parsed.heading not in tpl.headings:
@@ -131,10 +170,10 @@ def _subject(tpl: Template, parsed: _In) -> str | None:
         return parsed.heading
     if isinstance(parsed, DocumentIn):
         return parsed.category
-    if isinstance(parsed, DecisionIn | ReviewIn):
+    if isinstance(parsed, DecisionIn | ReviewIn | SelfAssessmentIn):
         if parsed.grade and tpl.grades and parsed.grade not in tpl.grades:
             raise InvalidInput(f"等次须为：{'、'.join(tpl.grades)}", details=[{"field": "grade"}])
-        return parsed.grade if isinstance(parsed, DecisionIn) else None
+        return None if isinstance(parsed, ReviewIn) else parsed.grade
     if isinstance(parsed, AppraisalIn):
         return parsed.rating
     return None
