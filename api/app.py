@@ -17,9 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors, web
 from api.security import access_of, describe_access, public
 from api.v1 import (
+    attachments,
     auth,
     campaigns,
     members,
+    myruns,
     notifications,
     notify_settings,
     orgs,
@@ -40,6 +42,8 @@ ROUTERS = (
     notifications,
     notify_settings,
     members,
+    myruns,
+    attachments,
 )
 #: Largest request body accepted; the organisation import has its own, larger limit.
 MAX_BODY = 1024 * 1024
@@ -65,8 +69,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        big = scope["path"].endswith(("/orgs/import", "/members/import"))
+        big = scope["path"].endswith(("/orgs/import", "/members/import", "/commitments"))
         limit = MAX_UPLOAD if big else MAX_BODY
+        if scope["path"].endswith("/attachments"):  # one file of 10 MB and its form
+            limit = attachments.MAX_UPLOAD_BODY
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -139,8 +145,9 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         app.include_router(module.router)
 
     @app.get("/healthz", summary="健康检查", tags=["系统"])
-    def healthz(_: None = Depends(public)) -> dict[str, str]:
+    async def healthz(_: None = Depends(public)) -> dict[str, str]:
         """服务在运行即返回 ok。"""
+        # On the event loop, not in the worker threads: busy threads must not fail the check.
         return {"status": "ok"}
 
     # The pages (工作台 at `/`, log-in, runs, approvals, dashboards): same services, same reach.

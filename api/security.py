@@ -32,7 +32,7 @@ def _declare(dep: Callable[..., Any], access: str | tuple[Role, ...]) -> Callabl
     return dep
 
 
-def _public() -> None:
+async def _public() -> None:  # async: no worker thread for public routes
     return None
 
 

