@@ -15,6 +15,7 @@ from states.evidence import (
     DocumentIn,
     MeetingIn,
     ReviewIn,
+    SelfAssessmentIn,
 )
 from states.schedule import StageDeadline
 from states.timeutil import to_local
@@ -337,6 +338,11 @@ class DocumentEvidence(_EvidenceIn):
     data: DocumentIn
 
 
+class SelfAssessmentEvidence(_EvidenceIn):
+    kind: Literal["self_assessment"]
+    data: SelfAssessmentIn
+
+
 EvidenceIn = Annotated[
     MeetingEvidence
     | CommitmentEvidence
@@ -344,21 +350,80 @@ EvidenceIn = Annotated[
     | ReviewEvidence
     | AppraisalEvidence
     | DecisionEvidence
-    | DocumentEvidence,
+    | DocumentEvidence
+    | SelfAssessmentEvidence,
     Field(discriminator="kind"),
 ]
 
 
 class EvidenceOut(Out):
     id: int
-    run_id: int
-    stage: str
+    org_id: int
+    run_id: int | None = Field(description="首次录入时所在的进度")
+    stage: str | None = Field(description="首次录入时所在的阶段")
     kind: str
     subject: str | None
     data: dict[str, Any]
     recorded_by: int | None
     on_behalf: bool
     created_at: LocalTime
+    status: str = Field(description="active 有效；void 已作废（不再计入条件）")
+    version: int = Field(description="每次更正加 1")
+    amended_at: LocalTime | None
+    voided_at: LocalTime | None
+    void_reason: str | None
+
+
+class EvidenceBatchIn(In):
+    items: list[EvidenceIn] = Field(min_length=1, max_length=500, description="至多 500 项")
+
+
+class EvidenceBatchOut(Out):
+    ids: list[int] = Field(description="新建材料的编号，与 items 顺序一致")
+
+
+class EvidenceLinkIn(In):
+    evidence_id: int = Field(ge=1, description="本组织已有材料的编号")
+
+
+class EvidenceLinkOut(Out):
+    evidence_id: int
+    run_id: int
+    stage: str
+    linked_at: LocalTime
+
+
+class VoidIn(In):
+    reason: str = Field(min_length=1, max_length=500, description="作废理由（必填）")
+
+
+class AmendIn(In):
+    data: dict[str, Any] = Field(description="更正后的完整内容（类型不变，按该类型校验）")
+    reason: str | None = Field(default=None, max_length=500, description="更正说明（可选）")
+
+
+class RevisionOut(Out):
+    version: int = Field(description="被替换的版本号")
+    subject: str | None
+    data: dict[str, Any]
+    replaced_by: int | None
+    replaced_at: LocalTime
+    reason: str | None
+
+
+class UseOut(Out):
+    run_id: int
+    stage: str
+    stage_name: str
+    campaign_id: int
+    campaign: str
+    open: bool = Field(description="该阶段是否仍在进行（进行中才可更正）")
+
+
+class EvidenceDetail(EvidenceOut):
+    revisions: list[RevisionOut] = Field(description="更正前的各版本内容，旧的在前")
+    uses: list[UseOut] = Field(description="计入哪些进度的哪些阶段")
+    may_correct: bool = Field(description="调用者能否作废或更正")
 
 
 # --- requests ---------------------------------------------------------------------------------

@@ -73,6 +73,13 @@ def _objects(w: World) -> dict[str, Any]:
 # A valid body for every write that takes an id, so that only reach can refuse it.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/runs/{run_id}/evidence"): {"kind": "meeting", "data": MEETING},
+    ("POST", "/api/v1/runs/{run_id}/evidence/batch"): {
+        "items": [{"kind": "meeting", "data": MEETING}]
+    },
+    ("POST", "/api/v1/runs/{run_id}/evidence/link"): {"evidence_id": 1},
+    ("POST", "/api/v1/runs/{run_id}/evidence/unlink"): {"evidence_id": 1},
+    ("POST", "/api/v1/evidence/{evidence_id}/void"): {"reason": "误录"},
+    ("PATCH", "/api/v1/evidence/{evidence_id}"): {"data": MEETING, "reason": "更正"},
     ("POST", "/api/v1/runs/{run_id}/requests"): {"comment": "请审批"},
     ("POST", "/api/v1/runs/{run_id}/extensions"): {
         "new_deadline": "2027-06-30T23:59:59+08:00",
@@ -118,7 +125,7 @@ def test_sibling_subtree_gets_404_on_every_route_with_an_id(world: World) -> Non
         url = route.path_format.format(**{p: ids[p] for p in params})
         for method in sorted(route.methods):
             kwargs: dict[str, Any] = {}
-            if method in ("POST", "PUT"):
+            if method in ("POST", "PUT", "PATCH"):
                 body = BODIES.get((method, route.path_format))
                 assert body is not None, f"no sample body for {method} {route.path_format}"
                 kwargs = {"json": body, "headers": {"Idempotency-Key": f"k-{route.path_format}"}}

@@ -15,6 +15,8 @@ from states.errors import Conflict, Forbidden, InvalidInput, NotFound, Requireme
 from states.evidence import corrections, queries, records
 from states.members.models import Member
 from states.models import AuditEvent, Evidence, EvidenceLink, EvidenceRevision, Role, Run
+from tests.api_world import MEETING as MEETING_API
+from tests.api_world import World as ApiWorld
 from tests.factories import MEETING, make_user
 from tests.test_runs import World
 
@@ -323,3 +325,91 @@ def test_grades_are_decided_above(w: Two) -> None:
             kind="self_assessment",
             data={"grade": "优"},
         )
+
+
+# --- over HTTP -----------------------------------------------------------------------------
+
+
+def _api_count(w: ApiWorld, model: type) -> int:
+    with Session(w.engine) as s:
+        return _count(s, model)
+
+
+def test_api_batch_names_the_bad_item_and_writes_nothing(world: ApiWorld) -> None:
+    w = world
+    url = f"/api/v1/runs/{w.runs['S1']}/evidence/batch"
+    good = {"kind": "meeting", "data": MEETING_API}
+    resp = w.post("sec_s1", url, json={"items": [good, {"kind": "meeting", "data": {}}]})
+    assert resp.status_code == 422, resp.text
+    assert any("items" in str(d) and "1" in str(d) for d in resp.json()["details"])
+    resp = w.post(
+        "sec_s1", url, json={"items": [good, {"kind": "decision", "data": {"grade": "好"}}]}
+    )
+    assert resp.status_code == 422 and resp.json()["details"][0]["item"] == 1, resp.text
+    assert _api_count(w, Evidence) == 0
+    resp = w.post(
+        "sec_s1",
+        url,
+        json={"items": [good, {**good, "data": {**MEETING_API, "title": "<script>x</script>"}}]},
+    )
+    assert resp.status_code == 201, resp.text
+    ids = resp.json()["ids"]
+    assert len(ids) == 2 and _api_count(w, Evidence) == 2
+    too_many = {"items": [good] * 501}
+    assert w.post("sec_s1", url, json=too_many).status_code == 422
+
+
+def test_api_link_void_amend_and_read(world: ApiWorld) -> None:
+    w = world
+    run = w.runs["S1"]
+    ev = w.post(
+        "sec_s1", f"/api/v1/runs/{run}/evidence", json={"kind": "meeting", "data": MEETING_API}
+    )
+    assert ev.status_code == 201, ev.text
+    ev_id = ev.json()["id"]
+    assert ev.json()["org_id"] == w.orgs["S1"].id and ev.json()["status"] == "active"
+    again = w.post("sec_s1", f"/api/v1/runs/{run}/evidence/link", json={"evidence_id": ev_id})
+    assert again.status_code == 409 and again.json()["details"]["rule"] == "already_linked"
+    # The sibling subtree: neither the record nor its use exists for it.
+    assert w.get("admin_h2", f"/api/v1/evidence/{ev_id}").status_code == 404
+    s4 = w.runs["S4"]
+    resp = w.post("admin_h2", f"/api/v1/runs/{s4}/evidence/link", json={"evidence_id": ev_id})
+    assert resp.status_code == 404, resp.text
+    patch = {"data": {**MEETING_API, "present": 2}, "reason": "实到人数更正"}
+    resp = w.client.patch(f"/api/v1/evidence/{ev_id}", json=patch, headers=w.as_("sec_s1"))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["version"] == 2 and body["revisions"][0]["data"]["present"] == 3
+    assert body["uses"][0]["run_id"] == run and body["uses"][0]["open"] is True
+    bad = w.client.patch(
+        f"/api/v1/evidence/{ev_id}", json={"data": {"title": ""}}, headers=w.as_("sec_s1")
+    )
+    assert bad.status_code == 422
+    resp = w.post("sec_s1", f"/api/v1/evidence/{ev_id}/void", json={"reason": "重复录入"})
+    assert resp.status_code == 200 and resp.json()["status"] == "void", resp.text
+    run_page = w.get("sec_s1", f"/api/v1/runs/{run}").json()
+    assert run_page["checklist"][0]["met"] is False
+    history = w.get("sec_s1", f"/api/v1/runs/{run}/history").json()["items"]
+    assert [h["action"] for h in history[:3]] == [
+        "evidence.voided",
+        "evidence.amended",
+        "evidence.recorded",
+    ]
+    assert all(len(h["data"]["sha256"]) == 64 for h in history[:3])
+    assert w.get("sec_s1", f"/api/v1/runs/{run}/evidence/reusable").json() == []
+
+
+def test_api_branch_secretary_decision_is_403(world: ApiWorld) -> None:
+    w = world
+    with Session(w.engine, expire_on_commit=False) as s:
+        run = s.get_one(Run, w.runs["S1"])
+        run.stage = "commend"
+        s.add(run)
+        s.commit()
+    url = f"/api/v1/runs/{w.runs['S1']}/evidence"
+    decision = {"kind": "decision", "data": {"grade": "好"}}
+    resp = w.post("sec_s1", url, json=decision)
+    assert resp.status_code == 403 and resp.json()["details"]["rule"] == "decided_above"
+    own = {"kind": "self_assessment", "data": {"grade": "好", "text": "承诺全部兑现"}}
+    assert w.post("sec_s1", url, json=own).status_code == 201
+    assert w.post("com_g1", url, json=decision).status_code == 201

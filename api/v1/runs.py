@@ -11,6 +11,8 @@ from api.errors import responses
 from api.security import authenticated
 from api.v1.convert import campaign_brief, requests_out, run_brief, timeline, users_by_id
 from states import runs
+from states.evidence import queries as evidence_queries
+from states.evidence import records
 from states.models import Organisation
 from states.models import Request as RequestRow
 from states.queries import evidence_of
@@ -75,12 +77,100 @@ def add_evidence(
     """按类型录入会议、承诺、活动、点评、测评、评定或文件材料；须为本组织书记、委员，或上级委员代办。"""
 
     def change(s: Session) -> S.EvidenceOut:
-        ev = runs.record_evidence(
-            s, run_id=run_id, actor=actor, kind=body.kind, data=body.data.model_dump(mode="json")
+        ev = records.record(
+            s,
+            run_id=run_id,
+            actor=actor,
+            kind=body.kind,
+            data=body.data.model_dump(mode="json", exclude_none=True),
         )
         return _evidence_out(ev)
 
     return write(request, actor, idem, 201, change)
+
+
+@router.post(
+    "/runs/{run_id}/evidence/batch",
+    summary="一次录入多项材料（全部成功或全部不写入）",
+    status_code=201,
+    response_model=S.EvidenceBatchOut,
+    responses=responses(401, 403, 404, 409, 413, 422),
+)
+def add_evidence_batch(
+    run_id: IdPath,
+    body: S.EvidenceBatchIn,
+    request: Request,
+    actor: Actor = Depends(authenticated),
+    idem: Idem | None = Depends(idempotency_key),
+) -> object:
+    """例如每名党员一条承诺，一次提交（至多 500 项）。任何一项有误则全部不写入，返回 422，
+    details 逐项给出 item（从 0 起的序号）、field 与原因。"""
+    items = [(i.kind, i.data.model_dump(mode="json", exclude_none=True)) for i in body.items]
+
+    def change(s: Session) -> S.EvidenceBatchOut:
+        evs = records.record_batch(s, run_id=run_id, actor=actor, items=items)
+        return S.EvidenceBatchOut(ids=[e.id or 0 for e in evs])
+
+    return write(request, actor, idem, 201, change)
+
+
+@router.post(
+    "/runs/{run_id}/evidence/link",
+    summary="使用已有记录：把本组织已录入的材料计入本阶段",
+    status_code=201,
+    response_model=S.EvidenceLinkOut,
+    responses=responses(401, 403, 404, 409, 422),
+)
+def link_evidence(
+    run_id: IdPath,
+    body: S.EvidenceLinkIn,
+    request: Request,
+    actor: Actor = Depends(authenticated),
+    idem: Idem | None = Depends(idempotency_key),
+) -> object:
+    """同一会议、承诺等只录一次，可用于多个活动的阶段。材料须属于本组织、未作废、类型为本阶段所收，
+    且尚未用于本阶段（否则 409 并说明规则）。"""
+
+    def change(s: Session) -> S.EvidenceLinkOut:
+        row = records.link(s, run_id=run_id, actor=actor, evidence_id=body.evidence_id)
+        return S.EvidenceLinkOut.model_validate(row, from_attributes=True)
+
+    return write(request, actor, idem, 201, change)
+
+
+@router.post(
+    "/runs/{run_id}/evidence/unlink",
+    summary="不再把某项材料计入本阶段（材料本身保留）",
+    response_model=S.EvidenceOut,
+    responses=responses(401, 403, 404, 409, 422),
+)
+def unlink_evidence(
+    run_id: IdPath,
+    body: S.EvidenceLinkIn,
+    request: Request,
+    actor: Actor = Depends(authenticated),
+    idem: Idem | None = Depends(idempotency_key),
+) -> object:
+    """只影响本进度的当前阶段，记入历史；返回该材料。"""
+
+    def change(s: Session) -> S.EvidenceOut:
+        ev = records.unlink(s, run_id=run_id, actor=actor, evidence_id=body.evidence_id)
+        return _evidence_out(ev)
+
+    return write(request, actor, idem, 200, change)
+
+
+@router.get(
+    "/runs/{run_id}/evidence/reusable",
+    summary="可使用的已有记录：本组织近 12 个月、本阶段所收类型、尚未计入本阶段的材料",
+    response_model=list[S.EvidenceOut],
+    responses=responses(401, 404, 422),
+)
+def reusable_evidence(
+    run_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
+) -> list[S.EvidenceOut]:
+    """最新的在前，至多 200 项；用 `POST …/evidence/link` 计入本阶段。"""
+    return [_evidence_out(e) for e in evidence_queries.reusable(s, run_id, actor)]
 
 
 @router.get(

@@ -272,7 +272,7 @@ def link(session: Session, *, run_id: int, actor: Actor, evidence_id: int) -> Ev
     return row
 
 
-def unlink(session: Session, *, run_id: int, actor: Actor, evidence_id: int) -> None:
+def unlink(session: Session, *, run_id: int, actor: Actor, evidence_id: int) -> Evidence:
     """Stop a record counting for the run's current stage (the record itself stays)."""
     ctx, stage, ev = _link_context(session, run_id, actor, evidence_id)
     row = _link_row(session, ctx.run.id or 0, stage.id, ev.id or 0)
@@ -281,6 +281,7 @@ def unlink(session: Session, *, run_id: int, actor: Actor, evidence_id: int) -> 
     session.delete(row)
     flush(session)
     _log_link(session, ctx, actor, "evidence.unlinked", ev)
+    return ev
 
 
 def _log_link(session: Session, ctx: RunContext, actor: Actor, action: str, ev: Evidence) -> None:
