@@ -18,6 +18,7 @@ from sqlmodel import Session, SQLModel
 from api.app import api_routes, create_app, route_access
 from states import inbox, runs
 from states.campaigns import launch_campaign
+from states.models import Attachment
 from states.users import load_actor
 from tests.api_world import MEETING, World
 
@@ -60,6 +61,19 @@ def _objects(w: World) -> dict[str, Any]:
         inbox.post(s, user_ids=[sec.user_id], kind="reminder", title="提醒", run_id=run_id)
         s.commit()
         note_id = s.execute(text("SELECT max(id) FROM inbox_item")).scalar_one()
+        # A file on S1's record (the row is enough: out of reach, no byte is read).
+        evidence_id = s.execute(text("SELECT max(id) FROM evidence")).scalar_one()
+        s.add(
+            Attachment(
+                evidence_id=evidence_id,
+                sha256="0" * 64,
+                size=1,
+                content_type="image/png",
+                filename="a.png",
+            )
+        )
+        s.commit()
+        attachment_id = s.execute(text("SELECT max(id) FROM attachment")).scalar_one()
     return {
         "org_id": w.orgs["G1"].id,
         "campaign_id": campaign.id,
@@ -67,6 +81,8 @@ def _objects(w: World) -> dict[str, Any]:
         "request_id": req.id,
         "notification_id": note_id,
         "event_kind": "reminder",
+        "evidence_id": evidence_id,
+        "attachment_id": attachment_id,
     }
 
 
@@ -90,6 +106,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/requests/{request_id}/return"): {"reason": "材料不全"},
     ("POST", "/api/v1/requests/{request_id}/withdraw"): {},
     ("POST", "/api/v1/notifications/{notification_id}/read"): {},
+    ("POST", "/api/v1/evidence/{evidence_id}/attachments"): {},
     ("POST", "/api/v1/orgs/{org_id}/members/import"): {},
     ("PUT", "/api/v1/orgs/{org_id}/channels"): {
         "channels": [{"kind": "webhook", "url": "http://127.0.0.1:9/hook"}]

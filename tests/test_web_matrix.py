@@ -97,6 +97,9 @@ def test_the_sibling_subtree_gets_the_404_page_on_every_page_with_an_id(world: W
         "POST /approvals/{request_id}/approve",
         "POST /approvals/{request_id}/return",
         "POST /notices/{notification_id}/read",
+        "POST /evidence/{evidence_id}/attachments",
+        "GET /files/{attachment_id}",
+        "GET /files/{attachment_id}/thumbnail",
     ):
         assert expected in checked, (expected, checked)
     # The same ids open for the owner's side of the tree (so the 404s above are about reach).

@@ -10,15 +10,16 @@
 * `dashboard` – /campaigns, /campaigns/{id}
 * `launch`    – /campaigns/new
 * `orgs`      – /orgs, /orgs/{id}, import, users and grants
+* `attachments` – /evidence/{id}/attachments (upload form), /files/{id}: evidence files
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.web import approvals, auth, dashboard, desk, launch, orgs, runs, session
+from api.web import approvals, attachments, auth, dashboard, desk, launch, orgs, runs, session
 
-PAGES = (auth, desk, runs, approvals, dashboard, launch, orgs)
+PAGES = (auth, desk, runs, approvals, dashboard, launch, orgs, attachments)
 
 
 def install(app: FastAPI) -> None:
