@@ -100,6 +100,10 @@ def test_the_sibling_subtree_gets_the_404_page_on_every_page_with_an_id(world: W
         "POST /evidence/{evidence_id}/attachments",
         "GET /files/{attachment_id}",
         "GET /files/{attachment_id}/thumbnail",
+        "GET /runs/{run_id}/commitments",
+        "POST /runs/{run_id}/commitments",
+        "GET /runs/{run_id}/meeting",
+        "POST /runs/{run_id}/meeting",
     ):
         assert expected in checked, (expected, checked)
     # The same ids open for the owner's side of the tree (so the 404s above are about reach).

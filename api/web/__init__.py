@@ -11,15 +11,28 @@
 * `launch`    – /campaigns/new
 * `orgs`      – /orgs, /orgs/{id}, import, users and grants
 * `attachments` – /evidence/{id}/attachments (upload form), /files/{id}: evidence files
+* `bulk`      – /runs/{id}/commitments, /runs/{id}/meeting: entry from the roster (党员名册)
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.web import approvals, attachments, auth, dashboard, desk, launch, orgs, runs, session
+from api.web import (
+    approvals,
+    attachments,
+    auth,
+    bulk,
+    dashboard,
+    desk,
+    evidence,
+    launch,
+    orgs,
+    runs,
+    session,
+)
 
-PAGES = (auth, desk, runs, approvals, dashboard, launch, orgs, attachments)
+PAGES = (auth, desk, runs, approvals, dashboard, launch, orgs, bulk, attachments, evidence)
 
 
 def install(app: FastAPI) -> None:
