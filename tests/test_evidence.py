@@ -413,3 +413,60 @@ def test_api_branch_secretary_decision_is_403(world: ApiWorld) -> None:
     own = {"kind": "self_assessment", "data": {"grade": "好", "text": "承诺全部兑现"}}
     assert w.post("sec_s1", url, json=own).status_code == 201
     assert w.post("com_g1", url, json=decision).status_code == 201
+
+
+# --- the pages -----------------------------------------------------------------------------
+
+
+def test_pages_reuse_a_record_then_correct_and_void_it(world: ApiWorld) -> None:
+    from tests.browser import web_user
+    from tests.test_api_matrix import snapshot
+
+    w = world
+    with Session(w.engine, expire_on_commit=False) as s:
+        second = launch_campaign(
+            s,
+            template_key="chuangxian_zhengyou",
+            root_code="H1",
+            actor=w.actors["org_h1"],
+            name="第二轮",
+        )
+        s.commit()
+        run2 = s.execute(
+            select(Run.id).where(Run.campaign_id == second.id, Run.org_id == w.orgs["S1"].id)
+        ).scalar_one()
+        ev = records.record(
+            s,
+            run_id=w.runs["S1"],
+            actor=w.actors["sec_s1"],
+            kind="meeting",
+            data={**MEETING_API, "title": "<script>alert(1)</script>"},
+        )
+        s.commit()
+    sec = web_user(w.client.app, "sec_s1")
+    page = sec.get(f"/runs/{run2}").text
+    assert "使用已有记录" in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert(1)" not in page
+    resp = sec.post(f"/runs/{run2}/link", {"evidence_id": str(ev.id)})
+    assert resp.status_code == 303, resp.text
+    assert "使用此记录" not in sec.get(f"/runs/{run2}").text
+    resp = sec.post(f"/runs/{run2}/link", {"evidence_id": str(ev.id)})
+    assert resp.status_code == 409 and "已用于本阶段" in resp.text
+    record = sec.get(f"/evidence/{ev.id}")
+    assert record.status_code == 200 and "更正内容" in record.text and "作废" in record.text
+    amend = {**{k: str(v) for k, v in MEETING_API.items()}, "present": "2", "reason": "更正人数"}
+    resp = sec.post(f"/evidence/{ev.id}/amend", amend)
+    assert resp.status_code == 303, resp.text
+    text_ = sec.get(f"/evidence/{ev.id}").text
+    assert "第 1 版（被更正前的内容）" in text_ and "更正人数" in text_
+    resp = sec.post(f"/evidence/{ev.id}/amend", {**amend, "present": "9"})
+    assert resp.status_code == 422 and "实到人数不能多于应到人数" in resp.text
+    assert sec.post(f"/evidence/{ev.id}/void", {"reason": ""}).status_code == 422
+    assert sec.post(f"/evidence/{ev.id}/void", {"reason": "重复"}).status_code == 303
+    run_page = sec.get(f"/runs/{run2}").text
+    assert "已作废" in run_page and "作废材料" in run_page
+    sibling = web_user(w.client.app, "admin_h2")
+    before = snapshot(w.engine)
+    assert sibling.get(f"/evidence/{ev.id}").status_code == 404
+    assert sibling.post(f"/evidence/{ev.id}/void", {"reason": "x"}).status_code == 404
+    assert snapshot(w.engine) == before

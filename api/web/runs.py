@@ -9,7 +9,7 @@ nothing is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -22,29 +22,46 @@ from api.deps import IdPath
 from api.errors import VALIDATION_MESSAGES
 from api.v1.convert import timeline, users_by_id
 from api.web import session as web
+from api.web.evidence_views import (
+    KIND_LABELS,
+    EvidenceForm,
+    EvidenceView,
+    FieldSpec,
+    _title_of,
+    evidence_fields,
+    evidence_views,
+)
 from states import runs
 from states.catalog import DONE, Template
 from states.db import read_session, unit_of_work
 from states.errors import Conflict, DomainError, Forbidden, InvalidInput
 from states.evidence import SCHEMAS
+from states.evidence.queries import reusable
+from states.evidence.records import accepted_kinds, recorder
 from states.models import Decision, Evidence, Organisation, Run
 from states.models import Request as RequestRow
 from states.queries import evidence_of
-from states.runs import STATUS_LABELS, SUPERIOR_ROLES, RunContext
+from states.runs import STATUS_LABELS, RunContext
 from states.timeutil import end_of_local_day, format_local, local_date, utcnow
 from states.users import Actor
 from states.workcal import WorkCalendar, load_calendar
 
 router = APIRouter(include_in_schema=False)
+#: Re-exported for the desk, approvals and record pages.
+__all__ = [
+    "KIND_LABELS",
+    "EvidenceForm",
+    "EvidenceView",
+    "FieldSpec",
+    "evidence_fields",
+    "evidence_views",
+]
 
-KIND_LABELS = {
-    "meeting": "会议",
-    "commitment": "承诺",
-    "activity": "活动",
-    "review": "领导点评",
-    "appraisal": "群众测评",
-    "decision": "评定结果",
-    "document": "文件",
+EVIDENCE_EVENTS = {
+    "evidence.linked": "使用已有记录",
+    "evidence.unlinked": "不再计入本阶段",
+    "evidence.amended": "更正材料",
+    "evidence.voided": "作废材料",
 }
 REQUEST_KIND_LABELS = {"advance": "推进申请", "extension": "延期申请"}
 #: Amber when this many working days or fewer are left.
@@ -104,151 +121,6 @@ def progress(tpl: Template, stage: str) -> Progress:
     else:
         label = f"第 {here + 1}/{len(ids)} 阶段：{tpl.stage_name(stage)}"
     return Progress(segs, label)
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    name: str
-    label: str
-    kind: str = "text"  # text | textarea | date | number | select
-    required: bool = False
-    max_length: int | None = None
-    options: tuple[str, ...] = ()
-    hint: str = ""
-    suggestions: tuple[str, ...] = ()
-
-
-def evidence_fields(tpl: Template, kind: str) -> list[FieldSpec]:
-    """The form fields of one kind of evidence (the models are in `states.evidence`)."""
-    grades = tuple(tpl.grades)
-    grade = (
-        FieldSpec("grade", "等次", "select", options=grades)
-        if grades
-        else FieldSpec("grade", "等次", max_length=20)
-    )
-    if kind == "meeting":
-        return [
-            FieldSpec("title", "会议名称", required=True, max_length=200),
-            FieldSpec("date", "日期", "date", required=True),
-            FieldSpec("expected", "应到人数", "number", required=True),
-            FieldSpec("present", "实到人数", "number", required=True),
-            FieldSpec("notes", "会议内容摘要", "textarea", max_length=2000),
-        ]
-    if kind == "commitment":
-        return [
-            FieldSpec("member", "承诺人", max_length=100, hint="党员姓名；支部的集体承诺请留空"),
-            FieldSpec("text", "承诺内容", "textarea", required=True, max_length=2000),
-        ]
-    if kind == "activity":
-        heading = (
-            FieldSpec("heading", "方面", "select", required=True, options=tuple(tpl.headings))
-            if tpl.headings
-            else FieldSpec("heading", "方面", required=True, max_length=50)
-        )
-        return [
-            heading,
-            FieldSpec("title", "活动名称", required=True, max_length=200),
-            FieldSpec("date", "日期", "date", required=True),
-            FieldSpec("description", "活动内容", "textarea", max_length=2000),
-        ]
-    if kind == "review":
-        return [
-            FieldSpec("achievements", "主要成绩", "textarea", required=True, max_length=2000),
-            FieldSpec("problems", "存在问题", "textarea", required=True, max_length=2000),
-            FieldSpec("direction", "努力方向", "textarea", required=True, max_length=2000),
-            grade,
-        ]
-    if kind == "appraisal":
-        return [
-            FieldSpec(
-                "rating", "评价", "select", required=True, options=("满意", "基本满意", "不满意")
-            ),
-            FieldSpec("comment", "意见建议", "textarea", max_length=500),
-        ]
-    if kind == "decision":
-        return [
-            grade,
-            FieldSpec("commendation", "表彰", max_length=200, hint="等次与表彰至少填写一项"),
-        ]
-    if kind == "document":
-        return [
-            FieldSpec(
-                "category",
-                "类别",
-                required=True,
-                max_length=50,
-                hint="如：承诺公示、实施方案、工作总结",
-                suggestions=("承诺公示", "实施方案", "学习记录", "工作总结", "自查报告"),
-            ),
-            FieldSpec("title", "标题", required=True, max_length=200),
-            FieldSpec("summary", "内容摘要", "textarea", max_length=5000),
-            grade,
-        ]
-    return []
-
-
-@dataclass
-class EvidenceForm:
-    kind: str
-    label: str
-    fields: list[FieldSpec]
-    values: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-    open: bool = False
-
-
-@dataclass(frozen=True)
-class EvidenceView:
-    id: int
-    kind: str
-    label: str
-    title: str
-    rows: list[tuple[str, str]]
-    recorded_by: str
-    recorded_at: datetime
-    on_behalf: bool
-
-
-def _title_of(kind: str, data: dict[str, Any], subject: str | None) -> str:
-    if kind in ("meeting", "activity", "document"):
-        return str(data.get("title") or "")
-    if kind == "commitment":
-        member = data.get("member")
-        return f"{member}的承诺" if member else "支部集体承诺"
-    if kind == "appraisal":
-        return str(data.get("rating") or "")
-    if kind == "decision":
-        return "、".join(str(v) for v in (data.get("grade"), data.get("commendation")) if v)
-    return ""
-
-
-def evidence_views(session: Session, tpl: Template, items: list[Evidence]) -> list[EvidenceView]:
-    """Evidence in words: each field with its Chinese label, recorder names looked up once."""
-    users = users_by_id(session, {e.recorded_by for e in items if e.recorded_by})
-    out = []
-    for ev in items:
-        specs = {f.name: f.label for f in evidence_fields(tpl, ev.kind)}
-        data = ev.data or {}
-        rows = [
-            (specs.get(k, k), str(v))
-            for k, v in data.items()
-            if v not in (None, "") and k in specs and k not in ("title", "member")
-        ]
-        who = users.get(ev.recorded_by) if ev.recorded_by else None
-        out.append(
-            EvidenceView(
-                id=ev.id or 0,
-                kind=ev.kind,
-                label=KIND_LABELS.get(ev.kind, ev.kind),
-                title=_title_of(ev.kind, data, ev.subject),
-                rows=rows,
-                recorded_by=who.display_name if who else "（未知）",
-                recorded_at=ev.created_at,
-                on_behalf=ev.on_behalf,
-            )
-        )
-    return out
 
 
 @dataclass(frozen=True)
@@ -317,6 +189,14 @@ def describe_event(tpl: Template, action: str, data: dict[str, Any]) -> tuple[st
         if subject:
             text += subject if subject.startswith("（") else f"（{subject}）"
         return text + ("（上级代办）" if d.get("on_behalf") else ""), ""
+    if action == "attachment.added":
+        return f"上传附件：{d.get('filename') or ''}", ""
+    if action in EVIDENCE_EVENTS:
+        what = KIND_LABELS.get(str(d.get("kind")), str(d.get("kind")))
+        text = f"{EVIDENCE_EVENTS[action]}：{what} #{d.get('evidence_id')}"
+        if action == "evidence.amended":
+            text += f"（第 {d.get('version')} 版）"
+        return text, str(d.get("reason") or "")
     if action == "request.submitted":
         text = f"申请推进：{_stage(tpl, d.get('from_stage'))} → {_stage(tpl, d.get('to_stage'))}"
         return text + ("（上级代办）" if d.get("on_behalf") else ""), str(d.get("comment") or "")
@@ -378,12 +258,15 @@ def run_context(
         text, detail = describe_event(tpl, e.action, e.data)
         user = who.get(e.actor_id) if e.actor_id else None
         history.append(HistoryView(e.at, user.display_name if user else "系统", text, detail))
-    superior = actor.holds_above(ctx.org.path, SUPERIOR_ROLES)
     kinds: list[str] = []
+    reuse: list[Evidence] = []
     if run.stage != DONE and "record_evidence" in actions:
         kinds = [
-            k for k in tpl.stage(run.stage).evidence if k in SCHEMAS and (k != "review" or superior)
+            k
+            for k in accepted_kinds(tpl.stage(run.stage))
+            if k in SCHEMAS and _may_record(session, ctx, actor, k)
         ]
+        reuse = reusable(session, run.id or 0, actor)
     return {
         "ctx": ctx,
         "run": run,
@@ -408,6 +291,7 @@ def run_context(
         "request_kind_labels": REQUEST_KIND_LABELS,
         "evidence": evidence_views(session, tpl, items),
         "evidence_kinds": kinds,
+        "reusable": evidence_views(session, tpl, reuse),
         "returned": last_return(session, run),
         "history": history,
         "history_total": total_events,
@@ -415,6 +299,14 @@ def run_context(
             local_date(run.deadline).isoformat() if run.deadline else local_date(now).isoformat()
         ),
     }
+
+
+def _may_record(session: Session, ctx: RunContext, actor: Actor, kind: str) -> bool:
+    try:
+        recorder(session, ctx, actor, kind)
+    except Forbidden:
+        return False
+    return True
 
 
 def render_run(
