@@ -422,6 +422,7 @@ def test_page_upload_shows_files_and_thumbnails(world: World) -> None:
     # The name loses its path and the characters no file name may hold: shown as text.
     (att,) = rows(w)
     assert att.filename == "script.png" and "<script>alert" not in page
+    assert "上传附件：script.png" in page  # the run history says it in words
     assert f'src="/files/{att.id}/thumbnail"' in page
     got = user.get(f"/files/{att.id}")
     assert got.status_code == 200 and got.headers["x-content-type-options"] == "nosniff"
@@ -447,3 +448,31 @@ def test_page_upload_shows_files_and_thumbnails(world: World) -> None:
     assert sibling.get(f"/files/{att.id}").status_code == 404
     assert "页面不存在" in sibling.get(f"/files/{att.id}/thumbnail").text
     assert re.search(r"附件", user.get(run_url).text)
+
+
+def test_phone_upload_in_chromium(browser: Any, live_world: Any, tmp_path: Path) -> None:
+    """On a 375-px phone, without any script of ours: choose a photo, upload, see its thumbnail."""
+    from tests.browser import PHONE, login, shot
+
+    live = live_world
+    w: World = live.world
+    ev = record(w, "sec_s2", "S2")
+    photo = tmp_path / "支部活动照片.png"
+    photo.write_bytes(png("orange", (1200, 900)))
+    ctx = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, locale="zh-CN")
+    try:
+        p = ctx.new_page()
+        p.set_default_timeout(10_000)
+        login(p, live.base_url, "sec_s2")
+        p.goto(live.url(f"/runs/{w.runs['S2']}"))
+        p.set_input_files(f"#file-{ev}", str(photo))
+        p.locator(f"#attachments-{ev} button[type=submit]").click()
+        p.wait_for_load_state()
+        assert p.locator(".flash-success").first.is_visible()
+        img = p.locator(f"#attachments-{ev} img")
+        img.scroll_into_view_if_needed()
+        assert img.evaluate("i => i.complete && i.naturalWidth") == 320
+        assert p.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        shot(p, "run-phone-attachment")
+    finally:
+        ctx.close()
