@@ -157,12 +157,12 @@ class Sim:
     def advance(self, s: Session, code: str, run: Run, now: datetime, *, approve: bool) -> None:
         stage = TPL.stage(run.stage)
         org = self.orgs[code]
+        parent = s.get_one(Organisation, org.parent_id)
         for kind, data in sample_evidence(TPL, stage, org.member_count):
-            runs.record_evidence(
-                s, run_id=run.id or 0, actor=self.secretaries[code], kind=kind, data=data
-            )
+            # grades are decided above: the parent's committee records the decision
+            who = self.committees[parent.code] if kind == "decision" else self.secretaries[code]
+            runs.record_evidence(s, run_id=run.id or 0, actor=who, kind=kind, data=data)
         if any(isinstance(r, ReviewPresent) for r in stage.requirements):
-            parent = s.get_one(Organisation, org.parent_id)
             runs.record_evidence(
                 s,
                 run_id=run.id or 0,
