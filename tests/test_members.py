@@ -297,3 +297,64 @@ def test_row_helpers() -> None:
     assert not is_id_number("13812341234")
     assert mask_phone("13812341234") == "138****1234"
     assert mask_phone("010-12345678") == "010-****5678"
+
+
+def test_the_roster_page(world: World, tmp_path: Path) -> None:
+    from tests.browser import web_user
+
+    w = world
+    path = write(tmp_path, [HEADER, *GOOD[:2], "<b>党员</b>,S1,,正式党员,2003-07-01,,13900001111"])
+    add_group(w)
+    sec = web_user(w.client.app, "sec_s1")
+    url = f"/orgs/{w.orgs['S1'].id}/members"
+    with path.open("rb") as handle:
+        resp = sec.client.post(
+            url + "/import",
+            data={"csrf_token": sec.csrf},
+            files={"file": ("roster.csv", handle, "text/csv")},
+            follow_redirects=False,
+        )
+    assert resp.status_code == 303, resp.text[:500]
+    page = sec.get(url).text
+    assert "13812341234" in page and "&lt;b&gt;党员&lt;/b&gt;" in page and "<b>党员" not in page
+    assert "S1 第一党小组" in page and 'action="' + url + '/import"' in page
+    org_page = sec.get(f"/orgs/{w.orgs['S1'].id}").text
+    assert f'href="{url}"' in org_page
+    # A supervisor above sees the roster with masked phones and no import form.
+    with Session(w.engine) as s:
+        make_user(s, "sup_web", ("G1", Role.SUPERVISOR))
+    sup = web_user(w.client.app, "sup_web").get(url).text
+    assert "138****1234" in sup and "13812341234" not in sup and "/import" not in sup
+    # Bad rows are listed with their row and column; nothing is written.
+    bad = write(tmp_path, [HEADER, "党员庚,S1,,群众,2001-07-01,,"], "bad.csv")
+    with bad.open("rb") as handle:
+        resp = sec.client.post(
+            url + "/import",
+            data={"csrf_token": sec.csrf},
+            files={"file": ("bad.csv", handle, "text/csv")},
+        )
+    assert resp.status_code == 422 and "第 2 行" in resp.text and "类别无效" in resp.text
+    assert len(members(w)) == 3
+
+
+def test_the_roster_page_in_chromium(browser: Any, live_world: Any, tmp_path: Path) -> None:
+    from tests.browser import DESKTOP, PHONE, login, shot
+
+    live = live_world
+    w = live.world
+    lines = [HEADER, "党员甲,S1,,正式党员,2001-07-01,DY0001,13812341234", GOOD[1]]
+    path = write(tmp_path, [*lines, "<i>党员丁</i>,S1,,正式党员,2003-07-01,,13900001111"])
+    for viewport, name in ((PHONE, "members-375"), (DESKTOP, "members-desktop")):
+        context = browser.new_context(viewport=viewport, locale="zh-CN")
+        page = context.new_page()
+        login(page, live.base_url, "sec_s1")
+        page.goto(live.url(f"/orgs/{w.orgs['S1'].id}/members"))
+        if name == "members-375":
+            page.set_input_files("#file", str(path))
+            page.click("form[action$='/members/import'] button[type=submit]")
+            page.wait_for_selector("#roster")
+        assert page.locator("#roster tbody tr").count() == 3
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"], width
+        shot(page, name)
+        context.close()

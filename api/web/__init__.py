@@ -11,6 +11,7 @@
 * `launch`    – /campaigns/new
 * `orgs`      – /orgs, /orgs/{id}, import, users and grants
 * `attachments` – /evidence/{id}/attachments (upload form), /files/{id}: evidence files
+* `members`   – /orgs/{id}/members: the roster (党员名册) and its import
 * `bulk`      – /runs/{id}/commitments, /runs/{id}/meeting: entry from the roster (党员名册)
 """
 
@@ -27,12 +28,13 @@ from api.web import (
     desk,
     evidence,
     launch,
+    members,
     orgs,
     runs,
     session,
 )
 
-PAGES = (auth, desk, runs, approvals, dashboard, launch, orgs, bulk, attachments, evidence)
+PAGES = (auth, desk, runs, approvals, dashboard, launch, orgs, bulk, attachments, evidence, members)
 
 
 def install(app: FastAPI) -> None:

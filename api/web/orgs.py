@@ -26,6 +26,7 @@ from states.db import read_session, unit_of_work
 from states.errors import Conflict, Forbidden, InvalidInput, NotFound
 from states.importer import HEADERS, ParsedRows, RowError, scope_errors, validate
 from states.importer import import_orgs as run_import
+from states.members.queries import member_count, member_counts
 from states.models import ROLE_LABELS, SUBTREE_ROLES, Grant, Organisation, Role, User
 from states.orgs import ancestors, is_within
 from states.queries import org_page
@@ -129,6 +130,8 @@ def _org_page(
             "crumbs": crumbs,
             "children": children,
             "child_total": total,
+            "member_count": member_count(s, org),
+            "child_counts": member_counts(s, children),
             "offset": offset,
             "page": CHILD_PAGE,
             "roles": roles,

@@ -20,13 +20,27 @@ million rows), and a row matching a member this import already wrote is a repeat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Integer,
+    Row,
+    String,
+    Table,
+    any_,
+    bindparam,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlmodel import Session
 
 from states import audit, orgs
@@ -43,7 +57,7 @@ from states.members.rows import (
 from states.models import Organisation
 from states.orgs import code_key
 from states.sheets import SheetLimits, read_sheet, shown
-from states.timeutil import local_date, utcnow
+from states.timeutil import UTCDateTime, local_date, utcnow
 
 MEMBER: Table = Member.metadata.tables["member"]
 ORG: Table = Organisation.metadata.tables["organisation"]
@@ -104,10 +118,11 @@ def import_members(
         error = RowError(sheet.header_row, column, f"缺少必需的列：{column}")
         raise InvalidInput(f"导入失败：缺少必需的列：{column}", details=[asdict(error)])
     job = _Import(session, columns, scope, today or local_date(utcnow()))
-    for chunk in _chunks(sheet.records, CHUNK):
-        job.chunk(chunk)
-        if progress is not None:
-            progress(job.rows)
+    with _custom_plans(session):
+        for chunk in _chunks(sheet.records, CHUNK):
+            job.chunk(chunk)
+            if progress is not None:
+                progress(job.rows)
     result = job.finish()
     audit.append(
         session,
@@ -117,6 +132,28 @@ def import_members(
         data={**asdict(result), "file": path.name},
     )
     return result
+
+
+@contextmanager
+def _custom_plans(session: Session) -> Iterator[None]:
+    """PostgreSQL: plan every lookup afresh and by index while importing.
+
+    A large first import fills `member` inside one transaction, where the planner's statistics
+    still say it is empty: psycopg would prepare a generic plan after 5 runs, and even custom
+    plans may pick a sequential scan for each chunk's lookup, which makes the import quadratic.
+    The lookups are all index-backed (member_no unique, (org_id, name, joined_on))."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    raw = session.connection().connection.driver_connection
+    threshold = getattr(raw, "prepare_threshold", None)
+    raw.prepare_threshold = None  # type: ignore[union-attr]
+    session.execute(text("SET LOCAL enable_seqscan = off"))
+    try:
+        yield
+    finally:
+        raw.prepare_threshold = threshold  # type: ignore[union-attr]
+        session.execute(text("SET LOCAL enable_seqscan = on"))
 
 
 def _chunks(records: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[Any]]:
@@ -236,48 +273,61 @@ class _Import:
     # --- existing members --------------------------------------------------------------------
 
     def _select(self) -> Any:
-        cols = [MEMBER.c[f] for f in ("id", *_FIELDS, "updated_at")]
-        return select(*cols, ORG.c.path).join(ORG, ORG.c.id == MEMBER.c.org_id)
+        cols = [MEMBER.c[f] for f in ("id", *_FIELDS)]
+        touched = (MEMBER.c.updated_at == bindparam("now", self.now, type_=UTCDateTime)).label(
+            "touched"
+        )
+        return select(*cols, touched, ORG.c.path).join(ORG, ORG.c.id == MEMBER.c.org_id)
+
+    def _in(self, column: Any, values: list[Any], kind: Any) -> ColumnElement[bool]:
+        """`column IN values`: one array parameter on PostgreSQL (the statement text stays the
+        same, so psycopg prepares it once), expanding parameters elsewhere."""
+        if self.postgres:
+            return column == any_(bindparam(None, values, type_=ARRAY(kind)))
+        return column.in_(values)
 
     def _match(self, placed: list[_Placed]) -> None:
         """Find each row's stored member: by number, else by (branch, name, joined date)."""
-        numbers = [p.row.member_no for p in placed if p.row.member_no]
+        numbers = sorted({p.row.member_no for p in placed if p.row.member_no})
         by_no: dict[str, Row[Any]] = {}
         if numbers:
-            stmt = self._select().where(MEMBER.c.member_no.in_(numbers))
+            stmt = self._select().where(self._in(MEMBER.c.member_no, numbers, String))
             by_no = {rec.member_no: rec for rec in self.session.execute(stmt)}
-        rest: list[_Placed] = []
+        rest = []
         for p in placed:
             p.old = by_no.get(p.row.member_no or "")
             if p.old is None:
                 rest.append(p)
-        self._match_identity(rest)
+        if rest:
+            found = self._by_identity(rest)
+            for p in rest:
+                self._match_identity(p, found)
         taken: dict[int, int] = {}
         for p in placed:
             self._check_match(p, taken)
 
-    def _match_identity(self, rest: list[_Placed]) -> None:
-        if not rest:
-            return
+    def _by_identity(self, rest: list[_Placed]) -> dict[tuple[int, str, date], list[Row[Any]]]:
+        """The stored members of these rows' branches with these names, by identity."""
         stmt = self._select().where(
-            MEMBER.c.org_id.in_(sorted({p.branch.id for p in rest})),
-            MEMBER.c.name.in_(sorted({p.row.name for p in rest})),
+            self._in(MEMBER.c.org_id, sorted({p.branch.id for p in rest}), Integer),
+            self._in(MEMBER.c.name, sorted({p.row.name for p in rest}), String),
         )
         found: dict[tuple[int, str, date], list[Row[Any]]] = {}
         for rec in self.session.execute(stmt):
             found.setdefault((rec.org_id, rec.name, rec.joined_on), []).append(rec)
-        for p in rest:
-            same = found.get((p.branch.id, p.row.name, p.row.joined_on), [])
-            if p.row.member_no:
-                same = [m for m in same if m.member_no is None]
-            if len(same) > 1:
-                msg = (
-                    f"名册中已有 {len(same)} 名同支部、同姓名、同入党日期的党员，"
-                    "请填写党员编号以区分"
-                )
-                self._fail(p.row, HEADERS["member_no"], msg)  # nothing is written then
-            elif same:
-                p.old = same[0]
+        return found
+
+    def _match_identity(
+        self, p: _Placed, found: dict[tuple[int, str, date], list[Row[Any]]]
+    ) -> None:
+        same = found.get((p.branch.id, p.row.name, p.row.joined_on), [])
+        if p.row.member_no:
+            same = [m for m in same if m.member_no is None]
+        if len(same) > 1:
+            msg = f"名册中已有 {len(same)} 名同支部、同姓名、同入党日期的党员，请填写党员编号以区分"
+            self._fail(p.row, HEADERS["member_no"], msg)  # nothing is written then
+        elif same:
+            p.old = same[0]
 
     def _check_match(self, p: _Placed, taken: dict[int, int]) -> None:
         old = p.old
@@ -286,7 +336,7 @@ class _Import:
         if self.scope is not None and not self.scope(old.path):
             msg = f"党员编号 {p.row.member_no} 已登记在您管辖范围以外的组织"
             self._fail(p.row, HEADERS["member_no"], msg)
-        elif old.updated_at == self.now or old.id in taken:
+        elif old.touched or old.id in taken:
             first = f"第 {taken[old.id]} 行" if old.id in taken else "本文件前面的一行"
             self._fail(p.row, HEADERS["name"], f"与{first}是同一名党员")
         taken.setdefault(old.id, p.row.row)
@@ -317,7 +367,7 @@ class _Import:
             values = self._values(p)
             if p.old is None:
                 new.append({**values, "created_at": self.now, "updated_at": self.now})
-            elif any(getattr(p.old, f) != values[f] for f in _FIELDS):
+            elif tuple(p.old[1 : 1 + len(_FIELDS)]) != tuple(values.values()):
                 changed.append({f"b_{k}": v for k, v in values.items()} | self._ids(p))
             else:
                 self.unchanged += 1
@@ -342,9 +392,10 @@ class _Import:
         names = (*_FIELDS, "created_at", "updated_at")
         raw = self.session.connection().connection.driver_connection
         sql = f"COPY member ({', '.join(names)}) FROM STDIN"
+        stamps = f"\t{self.now.isoformat()}\t{self.now.isoformat()}\n"
+        lines = "".join("\t".join(map(_copy_text, (v[n] for n in _FIELDS))) + stamps for v in new)
         with raw.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
-            for values in new:
-                copy.write_row([values[n] for n in names])
+            copy.write(lines.encode())
 
     def _update(self, changed: list[dict[str, Any]]) -> None:
         if not changed:
@@ -355,3 +406,12 @@ class _Import:
             .values({f: bindparam(f"b_{f}") for f in (*_FIELDS, "updated_at")})
         )
         self.session.execute(stmt, changed)
+
+
+def _copy_text(value: Any) -> str:
+    """One value in COPY's text format (names are cleaned: no tabs or line breaks remain)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\t", " ").replace("\n", " ").replace("\r", " ")
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)

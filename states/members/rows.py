@@ -15,8 +15,10 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from states.members.models import CATEGORIES, STATUSES
+from states.orgs import CODE_RE
 from states.sheets import clean_text, formula_prefixed, shown
 
 #: Canonical field -> Chinese header (also the `column` of a row error).
@@ -57,8 +59,6 @@ _DATE_COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})\Z")
 _ID_CANDIDATE = re.compile(r"(?<![0-9])(\d{17}[0-9Xx]|\d{15})(?![0-9A-Za-z])")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
-#: The error callback of a cell check: takes the message.
-Fn = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -106,66 +106,74 @@ def parse_row(
     num: int, cells: Sequence[str], columns: dict[str, int], today: date
 ) -> tuple[MemberRow | None, list[RowError]]:
     """Check one row on its own; return it cleaned (None when it has errors) and its errors."""
-    errors = list(_id_number_errors(num, cells, columns))
-
-    def get(key: str) -> str:
-        index = columns.get(key)
-        return clean_text(cells[index]) if index is not None and index < len(cells) else ""
-
-    def err(key: str, message: str) -> None:
-        errors.append(RowError(num, HEADERS[key], message))
-
-    name = _name(get("name"), lambda m: err("name", m))
-    branch = _code(get("branch_code"), "支部编码", True, lambda m: err("branch_code", m))
-    group = _code(get("group_code"), "党小组编码", False, lambda m: err("group_code", m))
-    category = _category(get("category"), lambda m: err("category", m))
-    joined = _date(get("joined_on"), "入党日期", True, today, lambda m: err("joined_on", m))
-    member_no = _member_no(get("member_no"), lambda m: err("member_no", m))
-    phone = _phone(get("phone"), lambda m: err("phone", m))
-    status = _status(get("status"), lambda m: err("status", m))
-    status_on = _date(get("status_on"), "状态日期", False, today, lambda m: err("status_on", m))
-    if errors or joined is None or not name or not branch or not category:
+    errors = list(_id_number_errors(num, cells, columns)) if _long_cell(cells) else []
+    width = len(cells)
+    values: dict[str, Any] = {}
+    for key, index in columns.items():
+        text = cells[index] if index < width else ""
+        if text and not text.isprintable():  # printable text holds nothing clean_text removes
+            text = clean_text(text)
+        value, message = _CHECKS[key](text, today)
+        if message is not None:
+            errors.append(RowError(num, HEADERS[key], message))
+        values[key] = value
+    if errors:
         return None, errors
-    row = MemberRow(num, name, branch, group, category, joined, member_no, phone, status, status_on)
+    get = values.get
+    row = MemberRow(
+        num,
+        values["name"],
+        values["branch_code"],
+        get("group_code"),
+        values["category"],
+        values["joined_on"],
+        get("member_no"),
+        get("phone"),
+        get("status"),
+        get("status_on"),
+    )
     return row, []
 
 
-def _name(text: str, err: Fn) -> str:
+Checked = tuple[Any, str | None]
+
+
+def _name(text: str, _: date) -> Checked:
     if not text:
-        err("姓名不能为空")
-    elif len(text) > MAX_NAME:
-        err(f"姓名过长：最多 {MAX_NAME} 个字")
-    elif formula_prefixed(text):
-        err(f"姓名不能以 = + - @ 开头（在表格软件中会被当作公式）：{shown(text)}")
-    else:
-        return text
-    return ""
+        return "", "姓名不能为空"
+    if len(text) > MAX_NAME:
+        return "", f"姓名过长：最多 {MAX_NAME} 个字"
+    if formula_prefixed(text):
+        return "", f"姓名不能以 = + - @ 开头（在表格软件中会被当作公式）：{shown(text)}"
+    return text, None
 
 
-def _code(text: str, label: str, required: bool, err: Fn) -> str | None:
-    from states.orgs import CODE_RE
-
+def _code(text: str, label: str, required: bool) -> Checked:
     if not text:
-        if required:
-            err(f"{label}不能为空")
-        return None
+        return None, (f"{label}不能为空" if required else None)
     if not CODE_RE.match(text):
-        err(f"{label}格式不正确：{shown(text)}")
-        return None
-    return text
+        return None, f"{label}格式不正确：{shown(text)}"
+    return text, None
 
 
-def _category(text: str, err: Fn) -> str:
-    value = text if text in CATEGORIES else CATEGORY_ALIASES.get(text.lower(), "")
+def _category(text: str, _: date) -> Checked:
+    if text in CATEGORIES:
+        return text, None
     if not text:
-        err("类别不能为空")
-    elif not value:
-        err(f"类别无效：{shown(text)}（应为 {'、'.join(CATEGORIES)} 之一）")
-    return value
+        return "", "类别不能为空"
+    value = CATEGORY_ALIASES.get(text.lower())
+    if value is None:
+        return "", f"类别无效：{shown(text)}（应为 {'、'.join(CATEGORIES)} 之一）"
+    return value, None
 
 
 def parse_date(text: str) -> date | None:
     """Read 2001-07-01, 2001/7/1, 2001.7.1, 2001年7月1日 or 20010701; None if not a date."""
+    if len(text) == 10 and text[4] == "-" and text[7] == "-":
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            return None
     match = _DATE.match(text) or _DATE_COMPACT.match(text)
     if match is None:
         return None
@@ -175,34 +183,32 @@ def parse_date(text: str) -> date | None:
         return None
 
 
-def _date(text: str, label: str, required: bool, today: date, err: Fn) -> date | None:
+def _date(text: str, label: str, required: bool, today: date) -> Checked:
     if not text:
-        if required:
-            err(f"{label}不能为空")
-        return None
+        return None, (f"{label}不能为空" if required else None)
     value = parse_date(text.removesuffix("T00:00:00"))
     if value is None:
-        err(f"{label}不是有效日期：{shown(text)}（请写成 2001-07-01）")
-    elif value > today:
-        err(f"{label}不能晚于今天：{value.isoformat()}")
-    elif value < FOUNDED:
-        err(f"{label}不能早于 1921-07-01：{value.isoformat()}")
-    else:
-        return value
-    return None
+        return None, f"{label}不是有效日期：{shown(text)}（请写成 2001-07-01）"
+    if value > today:
+        return None, f"{label}不能晚于今天：{value.isoformat()}"
+    if value < FOUNDED:
+        return None, f"{label}不能早于 1921-07-01：{value.isoformat()}"
+    return value, None
 
 
-def _member_no(text: str, err: Fn) -> str | None:
+def _member_no(text: str, _: date) -> Checked:
     if not text:
-        return None
+        return None, None
     if not MEMBER_NO.match(text):
-        err(f"党员编号格式不正确：{shown(text)}（只含字母、数字、点、下划线、连字符，最长 32 位）")
-        return None
-    return text
+        msg = f"党员编号格式不正确：{shown(text)}（只含字母、数字、点、下划线、连字符，最长 32 位）"
+        return None, msg
+    return text, None
 
 
 def normalise_phone(text: str) -> str | None:
     """Return a mobile number as 11 digits or a landline as written; None if neither."""
+    if len(text) == 11 and text.isdigit() and text[0] == "1" and text[1] in "3456789":
+        return text
     compact = re.sub(r"[\s()（）]", "", text)
     mobile = _MOBILE.match(compact.replace("-", ""))
     if mobile:
@@ -210,20 +216,38 @@ def normalise_phone(text: str) -> str | None:
     return compact if _LANDLINE.match(compact) else None
 
 
-def _phone(text: str, err: Fn) -> str | None:
+def _phone(text: str, _: date) -> Checked:
     if not text:
-        return None
+        return None, None
     value = normalise_phone(text)
     if value is None:
-        err(f"手机号格式不正确：{shown(text)}（应为 11 位手机号或带区号的固定电话）")
-    return value
+        return None, f"手机号格式不正确：{shown(text)}（应为 11 位手机号或带区号的固定电话）"
+    return value, None
 
 
-def _status(text: str, err: Fn) -> str | None:
+def _status(text: str, _: date) -> Checked:
     if text and text not in STATUSES:
-        err(f"状态无效：{shown(text)}（应为 {'、'.join(STATUSES)} 之一）")
-        return None
-    return text or None
+        return None, f"状态无效：{shown(text)}（应为 {'、'.join(STATUSES)} 之一）"
+    return text or None, None
+
+
+#: The check of each column: (cleaned text, today) -> (value, error message or None).
+_CHECKS: dict[str, Callable[[str, date], Checked]] = {
+    "name": _name,
+    "branch_code": lambda t, _: _code(t, "支部编码", True),
+    "group_code": lambda t, _: _code(t, "党小组编码", False),
+    "category": _category,
+    "joined_on": lambda t, today: _date(t, "入党日期", True, today),
+    "member_no": _member_no,
+    "phone": _phone,
+    "status": _status,
+    "status_on": lambda t, today: _date(t, "状态日期", False, today),
+}
+
+
+def _long_cell(cells: Sequence[str]) -> bool:
+    """Whether any cell is long enough to hold a national ID number (15 characters)."""
+    return bool(cells) and max(map(len, cells)) >= 15
 
 
 def is_id_number(text: str) -> bool:

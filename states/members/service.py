@@ -62,8 +62,6 @@ def limits_for_rows(rows: int, base: SheetLimits | None = None) -> SheetLimits:
     """Sheet limits scaled for `rows` data rows (the operator's CLI only; never for uploads):
     about 256 bytes and 12 cells per row, never below the defaults."""
     base = base or SheetLimits.from_env()
-    if rows <= base.max_rows:
-        return base
     return replace(
         base,
         max_rows=rows,
