@@ -133,6 +133,10 @@ def test_one_submit_writes_one_record_per_member_and_the_guard_passes(pledge: An
     # The page now shows every row read-only; nothing left to type.
     html = sec.get(f"/runs/{run_id}/commitments").text
     assert '<textarea id="m' not in html and "已录入 4 条" in html
+    # The run page and its history name the members, never `member:12`.
+    run_page = sec.get(f"/runs/{run_id}").text
+    assert "张某的承诺" in run_page and "李某的承诺" in run_page
+    assert "录入材料：承诺（张某）" in run_page and "member:" not in run_page
 
 
 def test_one_bad_row_writes_nothing_and_shows_the_error_by_the_member(pledge: Any) -> None:
@@ -352,6 +356,8 @@ def test_attendance_ticked_from_the_roster_is_stored_with_counts(world: World) -
     assert sorted(ev.data["attendees"]) == sorted(present)
     assert ev.data["absences"] == [{"member_id": absent, "reason": "请假"}]
     assert ev.data["expected"] == 3 and ev.data["present"] == 2
+    page = sec.get(f"/runs/{run_id}").text
+    assert "缺席" in page and "李某（请假）" in page and "张某" in page
     with Session(w.engine) as s:
         ctx = runs.load_run(s, run_id, None)
         assert any(c.met for c in runs.checklist(s, ctx) if "meeting" in c.key)

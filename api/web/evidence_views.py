@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from api.v1.convert import users_by_id
 from states.catalog import Template
+from states.members.models import Member
 from states.models import Evidence
 
 KIND_LABELS = {
@@ -139,11 +140,39 @@ class EvidenceView:
     version: int = 1
 
 
-def _title_of(kind: str, data: dict[str, Any], subject: str | None) -> str:
+def member_ids(data: dict[str, Any]) -> set[int]:
+    """The roster members a record's data names (commitment, attendance)."""
+    ids = {data.get("member_id")} | set(data.get("attendees") or [])
+    ids |= {a.get("member_id") for a in data.get("absences") or [] if isinstance(a, dict)}
+    return {int(i) for i in ids if isinstance(i, int)}
+
+
+def member_names(session: Session, ids: set[int]) -> dict[int, str]:
+    """Names of roster members, one query (the caller checked reach through the run)."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Member.id, Member.name).where(col(Member.id).in_(sorted(ids)))
+    ).all()
+    return {int(i): n for i, n in rows}
+
+
+def subject_text(subject: str, names: dict[int, str]) -> str:
+    """A stored subject in words: `member:12` becomes the member's name."""
+    if subject.startswith("member:") and subject[7:].isdigit():
+        return names.get(int(subject[7:]), "名册党员")
+    return subject
+
+
+def _title_of(
+    kind: str, data: dict[str, Any], subject: str | None, names: dict[int, str] | None = None
+) -> str:
     if kind in ("meeting", "activity", "document"):
         return str(data.get("title") or "")
     if kind == "commitment":
-        member = data.get("member")
+        member = data.get("member") or (names or {}).get(data.get("member_id") or 0)
+        if not member and data.get("member_id"):
+            member = "名册党员"
         return f"{member}的承诺" if member else "支部集体承诺"
     if kind == "appraisal":
         return str(data.get("rating") or "")
@@ -157,6 +186,7 @@ def _title_of(kind: str, data: dict[str, Any], subject: str | None) -> str:
 def evidence_views(session: Session, tpl: Template, items: list[Evidence]) -> list[EvidenceView]:
     """Evidence in words: each field with its Chinese label, recorder names looked up once."""
     users = users_by_id(session, {e.recorded_by for e in items if e.recorded_by})
+    names = member_names(session, {i for e in items for i in member_ids(e.data or {})})
     out = []
     for ev in items:
         specs = {f.name: f.label for f in evidence_fields(tpl, ev.kind)}
@@ -165,14 +195,14 @@ def evidence_views(session: Session, tpl: Template, items: list[Evidence]) -> li
             (specs.get(k, k), str(v))
             for k, v in data.items()
             if v not in (None, "") and k in specs and k not in ("title", "member")
-        ]
+        ] + _attendance_rows(data, names)
         who = users.get(ev.recorded_by) if ev.recorded_by else None
         out.append(
             EvidenceView(
                 id=ev.id or 0,
                 kind=ev.kind,
                 label=KIND_LABELS.get(ev.kind, ev.kind),
-                title=_title_of(ev.kind, data, ev.subject),
+                title=_title_of(ev.kind, data, ev.subject, names),
                 rows=rows,
                 recorded_by=who.display_name if who else "（未知）",
                 recorded_at=ev.created_at,
@@ -183,3 +213,20 @@ def evidence_views(session: Session, tpl: Template, items: list[Evidence]) -> li
             )
         )
     return out
+
+
+def _attendance_rows(data: dict[str, Any], names: dict[int, str]) -> list[tuple[str, str]]:
+    """Ticked attendance in words: who came, who was absent and why."""
+    rows: list[tuple[str, str]] = []
+    came = [names.get(i, f"#{i}") for i in data.get("attendees") or []]
+    if came:
+        rows.append(("出席", "、".join(came)))
+    away = [
+        names.get(a.get("member_id", 0), f"#{a.get('member_id')}")
+        + (f"（{a['reason']}）" if a.get("reason") else "")
+        for a in data.get("absences") or []
+        if isinstance(a, dict)
+    ]
+    if away:
+        rows.append(("缺席", "、".join(away)))
+    return rows

@@ -30,6 +30,8 @@ from api.web.evidence_views import (
     _title_of,
     evidence_fields,
     evidence_views,
+    member_names,
+    subject_text,
 )
 from states import runs
 from states.catalog import DONE, Template
@@ -180,12 +182,14 @@ def _when(value: Any) -> str:
         return str(value)
 
 
-def describe_event(tpl: Template, action: str, data: dict[str, Any]) -> tuple[str, str]:
+def describe_event(
+    tpl: Template, action: str, data: dict[str, Any], names: dict[int, str] | None = None
+) -> tuple[str, str]:
     """An audit event of a run in words: (what happened, the comment or reason)."""
     d = data or {}
     if action == "evidence.recorded":
         text = "录入材料：" + KIND_LABELS.get(str(d.get("kind")), str(d.get("kind")))
-        subject = str(d.get("subject") or "")
+        subject = subject_text(str(d.get("subject") or ""), names or {})
         if subject:
             text += subject if subject.startswith("（") else f"（{subject}）"
         return text + ("（上级代办）" if d.get("on_behalf") else ""), ""
@@ -253,9 +257,13 @@ def run_context(
     items, _ = evidence_of(session, run.id or 0, stage=run.stage, limit=200)
     events, total_events = runs.history(session, run.id or 0, actor, limit=100)
     who = users_by_id(session, {e.actor_id for e in events if e.actor_id})
+    subjects = [str((e.data or {}).get("subject") or "") for e in events]
+    names = member_names(
+        session, {int(x[7:]) for x in subjects if x.startswith("member:") and x[7:].isdigit()}
+    )
     history = []
     for e in events:
-        text, detail = describe_event(tpl, e.action, e.data)
+        text, detail = describe_event(tpl, e.action, e.data, names)
         user = who.get(e.actor_id) if e.actor_id else None
         history.append(HistoryView(e.at, user.display_name if user else "系统", text, detail))
     kinds: list[str] = []
