@@ -38,6 +38,14 @@ def _numeric_only_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -
 
 
 @pytest.fixture(autouse=True)
+def private_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Files a test stores (attachments) go to a temporary data directory, never `./.data`."""
+    monkeypatch.setenv("DANGJIAN_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(autouse=True)
 def outbound_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stand-in robots listen on 127.0.0.1, which states/outbound.py refuses by default:
     allow it for the suite (tests of the default policy delete the variable), and resolve no
