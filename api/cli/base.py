@@ -67,12 +67,18 @@ def friendly(fn: F) -> F:
                 seen: set[str] = set()
                 for w in caught:
                     text = str(w.message)
-                    if text not in seen and "Deprecat" not in type(w.message).__name__:
+                    if text not in seen and not _internal(w.message):
                         seen.add(text)
                         click.secho(f"注意 / Warning: {text}", fg="yellow", err=True)
         return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def _internal(message: Warning | str) -> bool:
+    """Library warnings meant for developers (deprecations, SQLAlchemy's reflection notes)."""
+    name = type(message).__name__
+    return "Deprecat" in name or name == "SAWarning"
 
 
 def require_schema(engine: Engine) -> None:
