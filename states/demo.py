@@ -28,6 +28,7 @@ from states.catalog import (
     Template,
 )
 from states.db import unit_of_work
+from states.demo_roster import build_rosters, roster_ids
 from states.importer import OrgRow, import_orgs
 from states.models import ROLE_LABELS, Campaign, Organisation, Request, Role, Run, User
 from states.timeutil import utcnow
@@ -142,24 +143,32 @@ def _people() -> list[tuple[str, str, str, Role]]:
     return people
 
 
-def sample_evidence(tpl: Template, stage: Stage, members: int) -> list[tuple[str, dict[str, Any]]]:
-    """Return evidence that meets every requirement of `stage` except superiors' reviews."""
+def sample_evidence(
+    tpl: Template, stage: Stage, members: int, roster: list[int] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Return evidence that meets every requirement of `stage` except superiors' reviews.
+
+    With a `roster` (member ids), commitments name roster members and meetings tick attendance.
+    """
     today = utcnow().date().isoformat()
     out: list[tuple[str, dict[str, Any]]] = []
     for req in stage.requirements:
         if isinstance(req, EvidenceCount):
-            out += [
-                (req.kind, _record(tpl, req.kind, req.subject, req.label, members, today))
-            ] * req.min
+            record = _record(tpl, req.kind, req.subject, req.label, members, today)
+            if roster and req.kind == "meeting":
+                record = _ticked(record, roster)
+            out += [(req.kind, record)] * req.min
         elif isinstance(req, ActivityHeadings):
             for heading in req.headings:
                 item = {"heading": heading, "date": today, "title": f"{heading}主题活动"}
                 out += [("activity", item)] * req.min_each
         elif isinstance(req, CommitmentShare):
-            out += [
-                ("commitment", {"member": f"党员{i:02d}", "text": "立足岗位，带头服务群众"})
-                for i in range(1, members + 1)
-            ]
+            who: list[dict[str, Any]] = (
+                [{"member_id": m} for m in roster]
+                if roster
+                else [{"member": f"党员{i:02d}"} for i in range(1, members + 1)]
+            )
+            out += [("commitment", {**w, "text": "立足岗位，带头服务群众"}) for w in who]
             out.append(("commitment", {"text": "支部承诺：争创五个好先进基层党组织"}))
         elif isinstance(req, AppraisalCount):
             need = max(req.min, int(req.min_member_ratio * members) + 1)
@@ -170,6 +179,18 @@ def sample_evidence(tpl: Template, stage: Stage, members: int) -> list[tuple[str
         elif isinstance(req, ReviewPresent):
             continue  # written by a superior: see REVIEW
     return out
+
+
+def _ticked(record: dict[str, Any], roster: list[int]) -> dict[str, Any]:
+    """A meeting with attendance ticked from the roster: the last member away on leave."""
+    data = {k: v for k, v in record.items() if k not in ("expected", "present")}
+    if len(roster) < 2:
+        return {**data, "attendees": roster}
+    return {
+        **data,
+        "attendees": roster[:-1],
+        "absences": [{"member_id": roster[-1], "reason": "请假"}],
+    }
 
 
 REVIEW = {
@@ -204,6 +225,10 @@ def build_demo(engine: Engine, *, echo: Callable[[str], None] = lambda _m: None)
     with unit_of_work(engine) as s:
         import_orgs(s, [OrgRow(i + 2, c, n, k, p, m) for i, (c, n, k, p, m) in enumerate(TREE)])
     echo(f"组织树：{len(TREE)} 个组织 / organisation tree: {len(TREE)} organisations")
+    with unit_of_work(engine) as s:
+        added = build_rosters(s, {c: m for c, _n, k, _p, m in TREE if k == "党支部" and m})
+    if added:
+        echo(f"党员名册：{added} 名党员 / rosters: {added} members")
     with unit_of_work(engine) as s:
         for username, name, code, role in _people():
             user = get_user_by_username(s, username) or add_user(
@@ -261,7 +286,8 @@ def _fill_and_request(engine: Engine, campaign_id: int, code: str) -> int | None
         parent = s.get(Organisation, org.parent_id)
         assert parent is not None
         reviewer = actor_by_username(s, committee_username(parent.code))
-        for kind, data in sample_evidence(ctx.tpl, stage, org.member_count):
+        roster = roster_ids(s, org.id or 0)
+        for kind, data in sample_evidence(ctx.tpl, stage, org.member_count, roster):
             who = reviewer if kind == "decision" else secretary  # grades are decided above
             runs.record_evidence(s, run_id=run.id or 0, actor=who, kind=kind, data=data)
         if any(isinstance(r, ReviewPresent) for r in stage.requirements):

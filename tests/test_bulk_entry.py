@@ -23,6 +23,7 @@ from states.evidence import bulk
 from states.evidence.records import record_batch
 from states.members.models import Member
 from states.models import Evidence, EvidenceLink, Run
+from states.users import actor_by_username
 from tests.api_world import World
 from tests.browser import web_user
 from tests.test_api_matrix import snapshot
@@ -391,3 +392,25 @@ def test_a_branch_without_a_roster_is_sent_to_the_number_form(world: World) -> N
     sec = web_user(w.client.app, "sec_s1")
     html = sec.get(f"/runs/{run_id}/meeting").text
     assert "尚未导入党员名册" in html and 'id="meeting-form"' not in html
+
+
+def test_a_secretary_cannot_take_a_superiors_review_off_the_stage(world: World) -> None:
+    """The run page offers 不计入本阶段 only for kinds the reader may record, and the action
+    refuses the rest: a branch cannot make its superior's review stop counting."""
+    w = world
+    run_id = set_stage(w, "S1", "review")
+    with Session(w.engine) as s:
+        reviewer = actor_by_username(s, "com_g1")
+        review = {"achievements": "成绩", "problems": "问题", "direction": "方向"}
+        ev = runs.record_evidence(s, run_id=run_id, actor=reviewer, kind="review", data=review)
+        s.commit()
+        ev_id = ev.id
+    sec = web_user(w.client.app, "sec_s1")
+    page = sec.get(f"/runs/{run_id}").text
+    assert f'name="evidence_id" value="{ev_id}"' not in page
+    resp = sec.post(f"/runs/{run_id}/unlink", {"evidence_id": str(ev_id)})
+    assert resp.status_code == 403
+    with Session(w.engine) as s:
+        assert s.execute(select(EvidenceLink).where(EvidenceLink.evidence_id == ev_id)).first()
+    committee = web_user(w.client.app, "com_g1")
+    assert f'name="evidence_id" value="{ev_id}"' in committee.get(f"/runs/{run_id}").text
