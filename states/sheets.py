@@ -14,11 +14,11 @@ Chinese message naming the limit and, where there is one, the row and the column
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,30 +226,44 @@ def cell_too_long(
 
 
 def _csv_rows(path: Path, limits: SheetLimits) -> Iterator[tuple[int, list[str]]]:
-    """Decode (UTF-8, else GB18030) and split; lines and fields are capped while reading."""
-    data = path.read_bytes()  # at most `max_bytes`, checked by the caller
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
+    """Decode (UTF-8, else GB18030) and split; lines and fields are capped while reading.
+
+    The file is streamed, never held whole: one pass checks that it decodes (in 1 MB reads),
+    so the encoding is decided, or refused, before the first row; the second pass reads lines."""
+    encoding = _csv_encoding(path)
+    with path.open("r", encoding=encoding, newline="") as handle:
+        reader = csv.reader(_csv_lines(handle, limits))
         try:
-            text = data.decode("gb18030")
-        except UnicodeDecodeError as exc:
+            yield from enumerate(reader, start=1)
+        except csv.Error as exc:
             raise InvalidInput(
-                "无法识别文件编码，请另存为 UTF-8 编码的 CSV", details={"field": "file"}
+                f"CSV 格式有误（第 {reader.line_num} 行附近）：{exc}",
+                details={"field": "file", "row": reader.line_num},
             ) from exc
-    del data
-    reader = csv.reader(_csv_lines(text, limits))
+
+
+def _csv_encoding(path: Path) -> str:
+    """UTF-8 (a BOM allowed) when the whole file decodes as UTF-8, else GB18030, else refused."""
+    for encoding in ("utf-8-sig", "gb18030"):
+        if _decodes(path, encoding):
+            return encoding
+    raise InvalidInput("无法识别文件编码，请另存为 UTF-8 编码的 CSV", details={"field": "file"})
+
+
+def _decodes(path: Path, encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
     try:
-        yield from enumerate(reader, start=1)
-    except csv.Error as exc:
-        raise InvalidInput(
-            f"CSV 格式有误（第 {reader.line_num} 行附近）：{exc}",
-            details={"field": "file", "row": reader.line_num},
-        ) from exc
+        with path.open("rb") as handle:
+            while block := handle.read(MIB):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
-def _csv_lines(text: str, limits: SheetLimits) -> Iterator[str]:
-    for num, line in enumerate(io.StringIO(text, newline=""), start=1):
+def _csv_lines(lines: Iterable[str], limits: SheetLimits) -> Iterator[str]:
+    for num, line in enumerate(lines, start=1):
         if len(line) > limits.max_line_chars:
             raise InvalidInput(
                 f"第 {num} 行过长：{len(line):,} 个字符，上限 {limits.max_line_chars:,}",

@@ -123,8 +123,8 @@ def test_every_bad_row_is_named_and_nothing_is_written(world: World, tmp_path: P
         f"党员壬,S1,,正式党员,2001-07-01,,,身份证 {ID_NO}",  # 10: ID number, any column
         "党员癸,S4,,正式党员,2001-07-01,,,",  # 11: outside H1
         ",S1,,正式党员,2001-07-01,,,",  # 12: no name
-        "党员甲,S1,,正式党员,2001-07-01,,,",  # 13: fine (no number: another identity)
-        "党员甲,S1,,正式党员,2001-07-01,,,",  # 14: repeats row 13
+        "党员丑,S1,,正式党员,2001-07-01,,,",  # 13: fine (no number: identity by name and date)
+        "党员丑,S1,,正式党员,2001-07-01,,,",  # 14: repeats row 13
         "党员子,S1-G1,,正式党员,2001-07-01,,,",  # 15: a 党小组 as branch
     ]
     before = snapshot(w.engine)
@@ -358,3 +358,56 @@ def test_the_roster_page_in_chromium(browser: Any, live_world: Any, tmp_path: Pa
         assert width <= viewport["width"], width
         shot(page, name)
         context.close()
+
+
+def test_identities_across_rows_and_the_stored_roster(world: World, tmp_path: Path) -> None:
+    """Same answers on both paths (chunked on SQLite, staged on PostgreSQL)."""
+    w = world
+    same_person = [
+        HEADER,
+        "党员甲,S1,,正式党员,2001-07-01,DY1,",
+        "党员甲,S1,,正式党员,2001-07-01,,",
+    ]
+    resp = upload(w, "org_h1", "H1", write(tmp_path, same_person, "same.csv"))
+    assert resp.status_code == 422
+    assert [(d["row"], d["column"]) for d in resp.json()["details"]] == [(3, "姓名")]
+    assert members(w) == []
+    # A stored member without a number gets one from a row matching her identity.
+    first = [HEADER, "党员乙,S1,,正式党员,2002-07-01,,13800000001"]
+    assert upload(w, "org_h1", "H1", write(tmp_path, first, "a.csv")).json()["created"] == 1
+    numbered = [
+        HEADER,
+        "党员乙,S1,,正式党员,2002-07-01,DY2,",
+        "党员丙,S1,,正式党员,2002-07-01,DY3,",
+    ]
+    resp = upload(w, "org_h1", "H1", write(tmp_path, numbered, "b.csv"))
+    assert resp.json() == {"created": 1, "updated": 1, "unchanged": 0}
+    with Session(w.engine) as s:
+        got = s.execute(select(Member.member_no, Member.phone).where(Member.name == "党员乙")).one()
+    assert tuple(got) == ("DY2", "13800000001")  # a blank phone keeps the stored one
+    # Two rows naming one stored member (by number, then by identity): the second is refused.
+    twice = [HEADER, "党员乙,S1,,正式党员,2002-07-01,DY2,", "党员乙,S1,,正式党员,2002-07-01,,"]
+    resp = upload(w, "org_h1", "H1", write(tmp_path, twice, "c.csv"))
+    assert resp.status_code == 422
+    assert [(d["row"], d["column"]) for d in resp.json()["details"]] == [(3, "姓名")]
+    # Two stored members share branch, name and date: a row without a number is ambiguous.
+    other = [HEADER, "党员乙,S1,,正式党员,2002-07-01,DY4,"]
+    assert upload(w, "org_h1", "H1", write(tmp_path, other, "d.csv")).json()["created"] == 1
+    blank = [HEADER, "党员乙,S1,,正式党员,2002-07-01,,"]
+    resp = upload(w, "org_h1", "H1", write(tmp_path, blank, "e.csv"))
+    assert resp.status_code == 422
+    detail = resp.json()["details"][0]
+    assert (detail["row"], detail["column"]) == (2, "党员编号") and "已有 2 名" in detail["message"]
+    # A transfer: status and date are kept or replaced as written; re-import changes nothing.
+    moved = ["姓名,支部编码,类别,入党日期,党员编号,状态,状态日期"]
+    moved.append("党员丙,S2,正式党员,2002-07-01,DY3,转出,2025-01-02")
+    path = write(tmp_path, moved, "f.csv")
+    assert upload(w, "org_h1", "H1", path).json() == {"created": 0, "updated": 1, "unchanged": 0}
+    assert upload(w, "org_h1", "H1", path).json() == {"created": 0, "updated": 0, "unchanged": 1}
+    with Session(w.engine) as s:
+        row = s.execute(select(Member).where(Member.member_no == "DY3")).scalar_one()
+        assert (row.org_id, row.status, row.status_on) == (
+            w.orgs["S2"].id,
+            "转出",
+            date(2025, 1, 2),
+        )

@@ -1,18 +1,19 @@
 """Roster import (党员名册): CSV/XLSX in, members upserted, all or nothing, every bad row named.
 
 The file is read by `states.sheets.read_sheet` (every size, row, cell and zip-bomb limit applies)
-and streamed in chunks of `CHUNK` rows, so a million-row file never sits in memory as objects.
-Per chunk: each row is checked on its own (`states.members.rows`), then with one IN lookup for
-the branch and 党小组 codes not seen before (cached, any case), one for the member numbers and
-one for the (branch, name) identities; then new members are inserted in one statement (COPY on
-PostgreSQL) and changed ones updated in one executemany. Writing stops at the first bad row but
-checking goes on, so every problem is reported (the first `MAX_ERRORS`); the caller's
-transaction is then rolled back by the `InvalidInput` raised, so nothing is written.
+and streamed, so a million-row file never sits in memory. Each row is first checked on its own
+(`states.members.rows`). On PostgreSQL the rest is set-based (`states.members.staged`: COPY into
+a staging table, the checks as joins, one UPDATE and one INSERT). Elsewhere (SQLite) the rows go
+in chunks of `CHUNK`: one IN lookup for the branch and 党小组 codes not seen before (cached, any
+case), one for the member numbers and one for the (branch, name) identities; then new members
+are inserted in one statement and changed ones updated in one executemany. Writing stops at the
+first bad row but checking goes on, so every problem is reported (the first `MAX_ERRORS`); the
+caller's transaction is then rolled back by the `InvalidInput` raised, so nothing is written.
 
 Identity: 党员编号 when the row gives one (an existing member without a number is matched by
 identity and gets it), else (branch, 姓名, 入党日期). Re-importing a file changes nothing. Blank
 optional cells (党小组编码, 手机号, 状态, 党员编号) keep what is stored; a member moved to another
-branch with no 党小组 given leaves her old 党小组. Rows repeated in the file are errors: the file
+branch with no 党小组 given leaves her old 党小组. Rows repeated in the file are errors: the chunked path
 remembers one 64-bit hash per row (a false repeat needs a hash collision, about 1 in 10^7 for a
 million rows), and a row matching a member this import already wrote is a repeat too.
 """
@@ -20,27 +21,13 @@ million rows), and a row matching a member this import already wrote is a repeat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    ARRAY,
-    ColumnElement,
-    Integer,
-    Row,
-    String,
-    Table,
-    any_,
-    bindparam,
-    insert,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlmodel import Session
 
 from states import audit, orgs
@@ -49,6 +36,7 @@ from states.members.models import ACTIVE, Member
 from states.members.rows import (
     HEADERS,
     MemberRow,
+    Problems,
     RowError,
     match_header,
     missing_columns,
@@ -117,13 +105,23 @@ def import_members(
         column = "、".join(missing)
         error = RowError(sheet.header_row, column, f"缺少必需的列：{column}")
         raise InvalidInput(f"导入失败：缺少必需的列：{column}", details=[asdict(error)])
-    job = _Import(session, columns, scope, today or local_date(utcnow()))
-    with _custom_plans(session):
+    today = today or local_date(utcnow())
+    problems = Problems(MAX_ERRORS)
+    if session.get_bind().dialect.name == "postgresql":
+        from states.members.staged import import_staged
+
+        counts = import_staged(
+            session, sheet.records, columns, scope, today, utcnow(), problems, progress
+        )
+        result = ImportResult(*counts)
+    else:
+        job = _Import(session, columns, scope, today, problems)
         for chunk in _chunks(sheet.records, CHUNK):
             job.chunk(chunk)
             if progress is not None:
                 progress(job.rows)
-    result = job.finish()
+        result = ImportResult(job.created, job.updated, job.unchanged)
+    _raise_errors(problems)
     audit.append(
         session,
         stream="org",
@@ -134,26 +132,13 @@ def import_members(
     return result
 
 
-@contextmanager
-def _custom_plans(session: Session) -> Iterator[None]:
-    """PostgreSQL: plan every lookup afresh and by index while importing.
-
-    A large first import fills `member` inside one transaction, where the planner's statistics
-    still say it is empty: psycopg would prepare a generic plan after 5 runs, and even custom
-    plans may pick a sequential scan for each chunk's lookup, which makes the import quadratic.
-    The lookups are all index-backed (member_no unique, (org_id, name, joined_on))."""
-    if session.get_bind().dialect.name != "postgresql":
-        yield
-        return
-    raw = session.connection().connection.driver_connection
-    threshold = getattr(raw, "prepare_threshold", None)
-    raw.prepare_threshold = None  # type: ignore[union-attr]
-    session.execute(text("SET LOCAL enable_seqscan = off"))
-    try:
-        yield
-    finally:
-        raw.prepare_threshold = threshold  # type: ignore[union-attr]
-        session.execute(text("SET LOCAL enable_seqscan = on"))
+def _raise_errors(problems: Problems) -> None:
+    if problems.count:
+        shown_note = f"（只列出前 {MAX_ERRORS} 处）" if problems.count > MAX_ERRORS else ""
+        raise InvalidInput(
+            f"导入失败：共 {problems.count} 处错误{shown_note}，未写入任何数据",
+            details=[asdict(e) for e in problems.sorted()],
+        )
 
 
 def _chunks(records: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[Any]]:
@@ -164,7 +149,14 @@ def _chunks(records: Iterator[tuple[int, list[str]]], size: int) -> Iterator[lis
 class _Import:
     """The state of one import across chunks: caches, the rows seen, errors, counts."""
 
-    def __init__(self, session: Session, columns: dict[str, int], scope: Scope | None, today: date):
+    def __init__(
+        self,
+        session: Session,
+        columns: dict[str, int],
+        scope: Scope | None,
+        today: date,
+        problems: Problems,
+    ) -> None:
         self.session = session
         self.columns = columns
         self.scope = scope
@@ -172,10 +164,9 @@ class _Import:
         self.now = utcnow()
         self.orgs: dict[str, _Org | None] = {}
         self.seen: dict[int, int] = {}
-        self.errors: list[RowError] = []
-        self.error_count = 0
+        self.idents: dict[int, tuple[int, int | None]] = {}
+        self.problems = problems
         self.rows = self.created = self.updated = self.unchanged = 0
-        self.postgres = session.get_bind().dialect.name == "postgresql"
 
     # --- per chunk ---------------------------------------------------------------------------
 
@@ -184,35 +175,15 @@ class _Import:
         rows: list[MemberRow] = []
         for num, cells in records:
             row, errors = parse_row(num, cells, self.columns, self.today)
-            self._error(*errors)
+            self.problems.add(*errors)
             if row is not None:
                 rows.append(row)
         self._load_orgs(rows)
         placed = [p for p in (self._place(r) for r in rows) if p is not None]
         placed = [p for p in placed if self._first(p)]
         self._match(placed)
-        if not self.error_count:
+        if not self.problems.count:
             self._write(placed)
-
-    def finish(self) -> ImportResult:
-        if self.error_count:
-            shown_note = f"（只列出前 {MAX_ERRORS} 处）" if self.error_count > MAX_ERRORS else ""
-            order = list(HEADERS.values())
-            errors = sorted(
-                self.errors,
-                key=lambda e: (e.row, order.index(e.column) if e.column in order else 99),
-            )
-            raise InvalidInput(
-                f"导入失败：共 {self.error_count} 处错误{shown_note}，未写入任何数据",
-                details=[asdict(e) for e in errors],
-            )
-        return ImportResult(self.created, self.updated, self.unchanged)
-
-    def _error(self, *errors: RowError) -> None:
-        self.error_count += len(errors)
-        room = MAX_ERRORS - len(self.errors)
-        if room > 0:
-            self.errors.extend(errors[:room])
 
     # --- organisations -----------------------------------------------------------------------
 
@@ -251,24 +222,36 @@ class _Import:
         return _Placed(row, branch, group)
 
     def _fail(self, row: MemberRow, column: str, message: str) -> _Placed | None:
-        self._error(RowError(row.row, column, message))
+        self.problems.add(RowError(row.row, column, message))
         return None
 
     def _first(self, p: _Placed) -> bool:
-        """Whether this is the first row for its member in the file (a repeat is an error)."""
+        """Whether this is the first row for its member in the file (a repeat is an error).
+
+        A numbered row repeats an earlier row with its number, or one without a number sharing
+        its branch, name and join date; a row without a number repeats any earlier row sharing
+        those (the rule of `states.members.staged`)."""
         r = p.row
-        key = hash(("n", r.member_no) if r.member_no else ("i", p.branch.id, r.name, r.joined_on))
-        first = self.seen.setdefault(key, r.row)
-        if first == r.row:
-            return True
         if r.member_no:
-            self._fail(
-                r, HEADERS["member_no"], f"党员编号重复：{r.member_no} 已在第 {first} 行出现"
+            first = self.seen.setdefault(hash(("n", r.member_no)), r.row)
+            if first != r.row:
+                msg = f"党员编号重复：{r.member_no} 已在第 {first} 行出现"
+                self._fail(r, HEADERS["member_no"], msg)
+                return False
+        key = hash(("i", p.branch.id, r.name, r.joined_on))
+        first_any, first_blank = self.idents.setdefault(key, (r.row, None))
+        if first_blank is None and not r.member_no:
+            self.idents[key] = (first_any, r.row)
+        if first_blank is not None and not r.member_no:
+            msg = (
+                f"与第 {first_blank} 行重复：同一支部、姓名、入党日期（如确为两人，请填写党员编号）"
             )
-        else:
-            msg = f"与第 {first} 行重复：同一支部、姓名、入党日期（如确为两人，请填写党员编号）"
-            self._fail(r, HEADERS["name"], msg)
-        return False
+            return self._fail(r, HEADERS["name"], msg) is not None
+        same = first_blank if first_blank is not None else first_any if not r.member_no else None
+        if same is not None and same != r.row:
+            self._fail(r, HEADERS["name"], f"与第 {same} 行是同一名党员")
+            return False
+        return True
 
     # --- existing members --------------------------------------------------------------------
 
@@ -279,19 +262,12 @@ class _Import:
         )
         return select(*cols, touched, ORG.c.path).join(ORG, ORG.c.id == MEMBER.c.org_id)
 
-    def _in(self, column: Any, values: list[Any], kind: Any) -> ColumnElement[bool]:
-        """`column IN values`: one array parameter on PostgreSQL (the statement text stays the
-        same, so psycopg prepares it once), expanding parameters elsewhere."""
-        if self.postgres:
-            return column == any_(bindparam(None, values, type_=ARRAY(kind)))
-        return column.in_(values)
-
     def _match(self, placed: list[_Placed]) -> None:
         """Find each row's stored member: by number, else by (branch, name, joined date)."""
         numbers = sorted({p.row.member_no for p in placed if p.row.member_no})
         by_no: dict[str, Row[Any]] = {}
         if numbers:
-            stmt = self._select().where(self._in(MEMBER.c.member_no, numbers, String))
+            stmt = self._select().where(MEMBER.c.member_no.in_(numbers))
             by_no = {rec.member_no: rec for rec in self.session.execute(stmt)}
         rest = []
         for p in placed:
@@ -309,8 +285,8 @@ class _Import:
     def _by_identity(self, rest: list[_Placed]) -> dict[tuple[int, str, date], list[Row[Any]]]:
         """The stored members of these rows' branches with these names, by identity."""
         stmt = self._select().where(
-            self._in(MEMBER.c.org_id, sorted({p.branch.id for p in rest}), Integer),
-            self._in(MEMBER.c.name, sorted({p.row.name for p in rest}), String),
+            MEMBER.c.org_id.in_(sorted({p.branch.id for p in rest})),
+            MEMBER.c.name.in_(sorted({p.row.name for p in rest})),
         )
         found: dict[tuple[int, str, date], list[Row[Any]]] = {}
         for rec in self.session.execute(stmt):
@@ -382,20 +358,7 @@ class _Import:
     def _insert(self, new: list[dict[str, Any]]) -> None:
         if not new:
             return
-        if self.postgres:
-            self._copy(new)
-        else:
-            self.session.execute(insert(MEMBER), new)
-
-    def _copy(self, new: list[dict[str, Any]]) -> None:
-        """PostgreSQL: COPY the new members in, in the session's transaction."""
-        names = (*_FIELDS, "created_at", "updated_at")
-        raw = self.session.connection().connection.driver_connection
-        sql = f"COPY member ({', '.join(names)}) FROM STDIN"
-        stamps = f"\t{self.now.isoformat()}\t{self.now.isoformat()}\n"
-        lines = "".join("\t".join(map(_copy_text, (v[n] for n in _FIELDS))) + stamps for v in new)
-        with raw.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
-            copy.write(lines.encode())
+        self.session.execute(insert(MEMBER), new)
 
     def _update(self, changed: list[dict[str, Any]]) -> None:
         if not changed:
@@ -406,12 +369,3 @@ class _Import:
             .values({f: bindparam(f"b_{f}") for f in (*_FIELDS, "updated_at")})
         )
         self.session.execute(stmt, changed)
-
-
-def _copy_text(value: Any) -> str:
-    """One value in COPY's text format (names are cleaned: no tabs or line breaks remain)."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.replace("\\", "\\\\").replace("\t", " ").replace("\n", " ").replace("\r", " ")
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)

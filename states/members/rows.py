@@ -86,6 +86,37 @@ class RowError:
     message: str
 
 
+class Problems:
+    """The bad rows of one import: the first `limit` errors kept, all of them counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.errors: list[RowError] = []
+        self.count = 0
+
+    def add(self, *errors: RowError) -> None:
+        """Count these errors and keep them while there is room."""
+        self.count += len(errors)
+        for error in errors:
+            self.keep(error)
+
+    def keep(self, error: RowError) -> None:
+        """Keep an error already counted, while there is room."""
+        if len(self.errors) < self.limit:
+            self.errors.append(error)
+
+    def room(self) -> int:
+        """How many more errors are worth fetching (at least 1, so a count comes back)."""
+        return max(self.limit - len(self.errors), 1)
+
+    def sorted(self) -> list[RowError]:
+        """The kept errors by row, then in the file's column order."""
+        order = list(HEADERS.values())
+        return sorted(
+            self.errors, key=lambda e: (e.row, order.index(e.column) if e.column in order else 99)
+        )
+
+
 def match_header(cells: Sequence[str]) -> dict[str, int]:
     """Map canonical field -> column index; the first matching column wins."""
     columns: dict[str, int] = {}
