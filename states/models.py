@@ -92,6 +92,10 @@ class User(SQLModel, table=True):
     email: str | None = Field(default=None, sa_type=String(200))
     is_active: bool = Field(default=True, nullable=False)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    phone: str | None = Field(default=None, sa_type=String(20))
+    # Set for an initial or reset password: the next log-in must choose a new one.
+    must_change_password: bool = Field(default=False, nullable=False)
+    password_changed_at: datetime | None = _ts(nullable=True)
 
 
 class Grant(SQLModel, table=True):
@@ -427,6 +431,22 @@ class InboxItem(SQLModel, table=True):
     org_id: int | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     read_at: datetime | None = _ts(nullable=True)
+    # The request a 待审批/督办 notice is about, and when its work was done (it resolves itself).
+    request_id: int | None = Field(default=None, index=True)
+    resolved_at: datetime | None = _ts(nullable=True)
+
+
+class StockOpinion(SQLModel, table=True):
+    """A committee's stock opinion (常用意见) for approving or returning requests."""
+
+    __tablename__ = "stock_opinion"
+    __table_args__ = (UniqueConstraint("org_id", "text", name="uq_stock_opinion"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id", nullable=False)
+    text: str = Field(sa_type=String(200), nullable=False)
+    created_by: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
 class ChannelKind(StrEnum):
