@@ -26,13 +26,13 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from states.members.models import ACTIVE
-from states.members.rows import HEADERS, Problems, RowError, parse_row
-from states.orgs import code_key
+from states.members.rows import HEADERS, MemberRow, Problems, RowError, parse_row
 from states.sheets import shown
 
 CHUNK = 5000
 STAGE = "member_import"
-_STAGE_COLUMNS = "num, name, branch_key, branch_code, group_key, group_code, category, "
+NULL = "\\N"
+_STAGE_COLUMNS = "num, name, branch_code, group_code, category, "
 _STAGE_COLUMNS += "joined_on, member_no, phone, status, status_on"
 _FIELDS = "org_id, group_org_id, name, category, joined_on, member_no, phone, status, status_on"
 
@@ -42,8 +42,8 @@ NO_REPEAT, IDENTITY_REPEAT, SAME_MEMBER, AMBIGUOUS, NUMBER_OUT = 7, 8, 9, 10, 11
 
 _CREATE_STAGE = f"""
 CREATE TEMP TABLE {STAGE} (
-    num integer NOT NULL, name text NOT NULL, branch_key text NOT NULL, branch_code text NOT NULL,
-    group_key text, group_code text, category text NOT NULL, joined_on date NOT NULL,
+    num integer NOT NULL, name text NOT NULL, branch_code text NOT NULL, group_code text,
+    category text NOT NULL, joined_on date NOT NULL,
     member_no text, phone text, status text, status_on date
 ) ON COMMIT DROP"""
 
@@ -54,13 +54,13 @@ SELECT s.*, b.id AS org_id, b.code AS b_code, b.kind AS b_kind,
        g.id AS group_id, g.code AS g_code, g.kind AS g_kind, NULL::integer AS first_num,
        CASE WHEN b.id IS NULL THEN {NO_BRANCH}
             WHEN b.kind = '党小组' THEN {BRANCH_IS_GROUP}
-            WHEN s.group_key IS NULL THEN NULL
+            WHEN s.group_code IS NULL THEN NULL
             WHEN g.id IS NULL THEN {NO_GROUP}
             WHEN g.kind <> '党小组' THEN {NOT_GROUP}
             WHEN g.parent_id <> b.id THEN {GROUP_ELSEWHERE} END AS err
 FROM {STAGE} s
-LEFT JOIN organisation b ON lower(b.code) = s.branch_key
-LEFT JOIN organisation g ON lower(g.code) = s.group_key"""
+LEFT JOIN organisation b ON lower(b.code) = lower(s.branch_code)
+LEFT JOIN organisation g ON lower(g.code) = lower(s.group_code)"""
 
 _BRANCHES = f"""
 SELECT DISTINCT r.org_id, o.path FROM {STAGE}_r r JOIN organisation o ON o.id = r.org_id
@@ -229,11 +229,7 @@ def _stage(
             if row is None:
                 problems.add(*errors)
             else:
-                group = row.group_code
-                values: tuple[Any, ...] = (row.name, code_key(row.branch_code), row.branch_code)
-                values += (group and code_key(group), group, row.category, row.joined_on)
-                values += (row.member_no, row.phone, row.status, row.status_on)
-                lines.append(f"{num}\t" + "\t".join(map(copy_text, values)) + "\n")
+                lines.append(_line(row))
             seen += 1
             if seen % CHUNK == 0:
                 copy.write("".join(lines).encode())
@@ -243,6 +239,18 @@ def _stage(
         copy.write("".join(lines).encode())
     if progress is not None:
         progress(seen)
+
+
+def _line(row: MemberRow) -> str:
+    """The row as a line of COPY text. Only the name can hold a backslash (codes, numbers,
+    phones, categories and statuses are checked, tabs and line breaks are cleaned away)."""
+    name = row.name.replace("\\", "\\\\") if "\\" in row.name else row.name
+    status_on = row.status_on.isoformat() if row.status_on else NULL
+    return (
+        f"{row.row}\t{name}\t{row.branch_code}\t{row.group_code or NULL}\t{row.category}\t"
+        f"{row.joined_on.isoformat()}\t{row.member_no or NULL}\t{row.phone or NULL}\t"
+        f"{row.status or NULL}\t{status_on}\n"
+    )
 
 
 def _outside(session: Session, sql: str, scope: Callable[[str], bool]) -> list[int]:
@@ -316,12 +324,3 @@ def _merge(session: Session, now: datetime) -> tuple[int, int, int]:
 
 def _rowcount(result: Any) -> int:
     return int(result.rowcount)
-
-
-def copy_text(value: Any) -> str:
-    """One value in COPY's text format (names are cleaned: no tabs or line breaks remain)."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.replace("\\", "\\\\").replace("\t", " ").replace("\n", " ").replace("\r", " ")
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
