@@ -73,7 +73,7 @@ def test_deadline_sweep_flow_fires_once_and_defaults_to_its_scheduled_time(
     assert deadline_sweep(as_of=at(date(2026, 3, 19), 9))["counts"] == {}
 
     state = deadline_sweep(return_state=True)
-    result = state.result()
+    result = state.result(_sync=True)
     flow_run = _flow_run(state)
     assert datetime.fromisoformat(result["as_of"]) == flow_run.expected_start_time
     with Session(app_db) as s:
@@ -87,7 +87,7 @@ def test_a_year_without_calendar_data_is_a_warning_in_the_flow_log(app_db: Engin
     state = deadline_sweep(as_of=at(date(2027, 3, 3), 9), return_state=True)
     assert state.is_completed()
     assert any("2027 年的法定节假日数据尚未发布" in m for m in _logs(_flow_run(state).id))
-    assert any("2027" in w for w in state.result()["warnings"])
+    assert any("2027" in w for w in state.result(_sync=True)["warnings"])
 
 
 def test_bulletin_and_delivery_flows(app_db: Engine) -> None:
