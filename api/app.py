@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors, web
 from api.security import access_of, describe_access, public
 from api.v1 import (
+    approvals_batch,
     attachments,
     auth,
     campaigns,
@@ -41,6 +42,7 @@ ROUTERS = (
     runs,
     evidence,
     requests,
+    approvals_batch,
     notifications,
     notify_settings,
     members,

@@ -96,6 +96,7 @@ def test_the_sibling_subtree_gets_the_404_page_on_every_page_with_an_id(world: W
         "POST /runs/{run_id}/withdraw",
         "POST /approvals/{request_id}/approve",
         "POST /approvals/{request_id}/return",
+        "POST /approvals/opinions/{opinion_id}/delete",
         "POST /notices/{notification_id}/read",
         "GET /evidence/{evidence_id}",
         "POST /evidence/{evidence_id}/void",

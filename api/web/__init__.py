@@ -6,7 +6,8 @@
 * `auth`      – /login, /logout
 * `desk`      – / (工作台)
 * `runs`      – /runs/{id} and its forms
-* `approvals` – /approvals
+* `approvals` – /approvals (each decision through a confirmation page, `confirm`)
+* `approvals_batch` – /approvals/batch (批量审批), /approvals/opinions (常用意见)
 * `dashboard` – /campaigns, /campaigns/{id}
 * `launch`    – /campaigns/new
 * `orgs`      – /orgs, /orgs/{id}, import, users and grants
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 
 from api.web import (
     approvals,
+    approvals_batch,
     attachments,
     auth,
     bulk,
@@ -34,7 +36,20 @@ from api.web import (
     session,
 )
 
-PAGES = (auth, desk, runs, approvals, dashboard, launch, orgs, bulk, attachments, evidence, members)
+PAGES = (
+    auth,
+    desk,
+    runs,
+    approvals,
+    approvals_batch,
+    dashboard,
+    launch,
+    orgs,
+    bulk,
+    attachments,
+    evidence,
+    members,
+)
 
 
 def install(app: FastAPI) -> None:
