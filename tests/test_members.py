@@ -373,8 +373,13 @@ def test_identities_across_rows_and_the_stored_roster(world: World, tmp_path: Pa
     assert [(d["row"], d["column"]) for d in resp.json()["details"]] == [(3, "姓名")]
     assert members(w) == []
     # A stored member without a number gets one from a row matching her identity.
-    first = [HEADER, "党员乙,S1,,正式党员,2002-07-01,,13800000001"]
-    assert upload(w, "org_h1", "H1", write(tmp_path, first, "a.csv")).json()["created"] == 1
+    first = [
+        HEADER,
+        "党员乙,S1,,正式党员,2002-07-01,,13800000001",
+        '"党员\\戊\t丁",S1,,正式,2003-07-01,,',
+    ]
+    assert upload(w, "org_h1", "H1", write(tmp_path, first, "a.csv")).json()["created"] == 2
+    assert "党员\\戊 丁" in [m[0] for m in members(w)]  # a backslash kept, a tab a space
     numbered = [
         HEADER,
         "党员乙,S1,,正式党员,2002-07-01,DY2,",
@@ -382,6 +387,7 @@ def test_identities_across_rows_and_the_stored_roster(world: World, tmp_path: Pa
     ]
     resp = upload(w, "org_h1", "H1", write(tmp_path, numbered, "b.csv"))
     assert resp.json() == {"created": 1, "updated": 1, "unchanged": 0}
+    assert upload(w, "org_h1", "H1", write(tmp_path, first, "a.csv")).json()["unchanged"] == 2
     with Session(w.engine) as s:
         got = s.execute(select(Member.member_no, Member.phone).where(Member.name == "党员乙")).one()
     assert tuple(got) == ("DY2", "13800000001")  # a blank phone keeps the stored one

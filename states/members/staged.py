@@ -50,17 +50,32 @@ CREATE TEMP TABLE {STAGE} (
 # Each row with its branch and 党小组, and the first placement error.
 _RESOLVE = f"""
 CREATE TEMP TABLE {STAGE}_r ON COMMIT DROP AS
-SELECT s.*, b.id AS org_id, b.code AS b_code, b.kind AS b_kind,
-       g.id AS group_id, g.code AS g_code, g.kind AS g_kind, NULL::integer AS first_num,
-       CASE WHEN b.id IS NULL THEN {NO_BRANCH}
-            WHEN b.kind = '党小组' THEN {BRANCH_IS_GROUP}
-            WHEN s.group_code IS NULL THEN NULL
-            WHEN g.id IS NULL THEN {NO_GROUP}
-            WHEN g.kind <> '党小组' THEN {NOT_GROUP}
-            WHEN g.parent_id <> b.id THEN {GROUP_ELSEWHERE} END AS err
-FROM {STAGE} s
-LEFT JOIN organisation b ON lower(b.code) = lower(s.branch_code)
-LEFT JOIN organisation g ON lower(g.code) = lower(s.group_code)"""
+WITH r AS (
+    SELECT s.*, b.id AS org_id, g.id AS group_id, n.id AS no_id, n.org_id AS no_org,
+           CASE WHEN b.id IS NULL THEN {NO_BRANCH}
+                WHEN b.kind = '党小组' THEN {BRANCH_IS_GROUP}
+                WHEN s.group_code IS NULL THEN NULL
+                WHEN g.id IS NULL THEN {NO_GROUP}
+                WHEN g.kind <> '党小组' THEN {NOT_GROUP}
+                WHEN g.parent_id <> b.id THEN {GROUP_ELSEWHERE} END AS err
+    FROM {STAGE} s
+    LEFT JOIN organisation b ON lower(b.code) = lower(s.branch_code)
+    LEFT JOIN organisation g ON lower(g.code) = lower(s.group_code)
+    LEFT JOIN member n ON n.member_no = s.member_no),
+i AS (
+    SELECT m.org_id, m.name, m.joined_on, count(*) AS n_all, min(m.id) AS id_all,
+           count(*) FILTER (WHERE m.member_no IS NULL) AS n_blank,
+           min(m.id) FILTER (WHERE m.member_no IS NULL) AS id_blank
+    FROM member m
+    WHERE (m.org_id, m.name, m.joined_on) IN (
+        SELECT org_id, name, joined_on FROM r WHERE no_id IS NULL)
+    GROUP BY m.org_id, m.name, m.joined_on)
+SELECT r.*, NULL::integer AS first_num,
+       coalesce(r.no_id, CASE WHEN r.member_no IS NULL THEN i.id_all ELSE i.id_blank END)
+           AS old_id,
+       CASE WHEN r.member_no IS NULL THEN i.n_all ELSE i.n_blank END AS same
+FROM r LEFT JOIN i ON r.no_id IS NULL AND i.org_id = r.org_id AND i.name = r.name
+                      AND i.joined_on = r.joined_on"""
 
 _BRANCHES = f"""
 SELECT DISTINCT r.org_id, o.path FROM {STAGE}_r r JOIN organisation o ON o.id = r.org_id
@@ -101,52 +116,31 @@ d AS (
     FROM w WHERE first_any < num AND (member_no IS NULL OR first_blank < num))
 UPDATE {STAGE}_r r SET err = d.err, first_num = d.first_num FROM d WHERE r.num = d.num"""
 
-# The stored member of each good row: by 党员编号, else by identity (members without a number
-# when the row has one); `same` counts the identity's candidates (more than one: ambiguous).
-_MATCH = f"""
-CREATE TEMP TABLE {STAGE}_m ON COMMIT DROP AS
-WITH r AS (
-    SELECT r.*, n.id AS no_id, n.org_id AS no_org FROM {STAGE}_r r
-    LEFT JOIN member n ON n.member_no = r.member_no WHERE r.err IS NULL),
-i AS (
-    SELECT m.org_id, m.name, m.joined_on, count(*) AS n_all, min(m.id) AS id_all,
-           count(*) FILTER (WHERE m.member_no IS NULL) AS n_blank,
-           min(m.id) FILTER (WHERE m.member_no IS NULL) AS id_blank
-    FROM member m
-    WHERE (m.org_id, m.name, m.joined_on) IN (
-        SELECT org_id, name, joined_on FROM r WHERE no_id IS NULL)
-    GROUP BY m.org_id, m.name, m.joined_on)
-SELECT r.num, r.org_id, r.group_id, r.name, r.category, r.joined_on, r.member_no, r.phone,
-       r.status, r.status_on, r.no_org,
-       coalesce(r.no_id, CASE WHEN r.member_no IS NULL THEN i.id_all ELSE i.id_blank END)
-           AS old_id,
-       CASE WHEN r.member_no IS NULL THEN i.n_all ELSE i.n_blank END AS same
-FROM r LEFT JOIN i ON r.no_id IS NULL AND i.org_id = r.org_id AND i.name = r.name
-                      AND i.joined_on = r.joined_on"""
-
 _NUMBER_HOLDERS = f"""
-SELECT DISTINCT m.no_org, o.path FROM {STAGE}_m m JOIN organisation o ON o.id = m.no_org
-WHERE m.no_org <> m.org_id"""
+SELECT DISTINCT m.no_org, o.path FROM {STAGE}_r m JOIN organisation o ON o.id = m.no_org
+WHERE m.err IS NULL AND m.no_org <> m.org_id"""
 
 # Errors found while matching, with how many there are in all.
 _MATCH_ERRORS = f"""
 WITH e AS (
     SELECT num, member_no, same, NULL::integer AS first_num,
            CASE WHEN same > 1 THEN {AMBIGUOUS} ELSE {NUMBER_OUT} END AS err
-    FROM {STAGE}_m WHERE same > 1 OR no_org = ANY(CAST(:out AS integer[]))
+    FROM {STAGE}_r WHERE err IS NULL AND (same > 1 OR no_org = ANY(CAST(:out AS integer[])))
     UNION ALL
     SELECT num, member_no, same, first_num, {SAME_MEMBER} FROM (
         SELECT num, member_no, same, min(num) OVER (PARTITION BY old_id) AS first_num
-        FROM {STAGE}_m WHERE old_id IN (
-            SELECT old_id FROM {STAGE}_m WHERE old_id IS NOT NULL
+        FROM {STAGE}_r WHERE err IS NULL AND old_id IN (
+            SELECT old_id FROM {STAGE}_r WHERE err IS NULL AND old_id IS NOT NULL
             GROUP BY old_id HAVING count(*) > 1)) t
     WHERE num <> first_num)
 SELECT e.*, count(*) OVER () AS total FROM e ORDER BY num LIMIT :limit"""
 
 _PLACE_ERRORS = f"""
-SELECT num, err, first_num, branch_code, group_code, b_code, g_code, g_kind, member_no,
-       count(*) OVER () AS total
-FROM {STAGE}_r WHERE err IS NOT NULL ORDER BY num LIMIT :limit"""
+SELECT r.num, r.err, r.first_num, r.branch_code, r.group_code, b.code AS b_code,
+       g.code AS g_code, g.kind AS g_kind, r.member_no, count(*) OVER () AS total
+FROM {STAGE}_r r
+LEFT JOIN organisation b ON b.id = r.org_id LEFT JOIN organisation g ON g.id = r.group_id
+WHERE r.err IS NOT NULL ORDER BY r.num LIMIT :limit"""
 
 _UPDATE = f"""
 UPDATE member m SET ({_FIELDS}, updated_at) = (
@@ -161,7 +155,7 @@ FROM (
            coalesce(x.status_on,
                     CASE WHEN o.status = coalesce(x.status, o.status) THEN o.status_on END)
                AS status_on
-    FROM {STAGE}_m x JOIN member o ON o.id = x.old_id) v
+    FROM {STAGE}_r x JOIN member o ON o.id = x.old_id) v
 WHERE m.id = v.old_id
   AND ({", ".join(f"m.{f.strip()}" for f in _FIELDS.split(","))})
       IS DISTINCT FROM ({", ".join(f"v.{f.strip()}" for f in _FIELDS.split(","))})"""
@@ -170,7 +164,7 @@ _INSERT = f"""
 INSERT INTO member ({_FIELDS}, created_at, updated_at)
 SELECT org_id, group_id, name, category, joined_on, member_no, phone,
        coalesce(status, '{ACTIVE}'), status_on, :now, :now
-FROM {STAGE}_m WHERE old_id IS NULL ORDER BY num"""
+FROM {STAGE}_r WHERE old_id IS NULL"""
 
 
 def import_staged(
@@ -187,7 +181,6 @@ def import_staged(
 
     Errors go to `problems`; when there is any, nothing is written (the caller raises)."""
     session.execute(text(f"DROP TABLE IF EXISTS pg_temp.{STAGE}, pg_temp.{STAGE}_r"))
-    session.execute(text(f"DROP TABLE IF EXISTS pg_temp.{STAGE}_m"))
     session.execute(text("SET LOCAL work_mem = '256MB'"))
     session.execute(text(_CREATE_STAGE))
     _stage(session, records, columns, today, problems, progress)
@@ -201,12 +194,10 @@ def import_staged(
     session.execute(text(_NUMBER_REPEATS))
     session.execute(text(_IDENTITY_REPEATS))
     _place_errors(session, problems)
-    session.execute(text(_MATCH))
-    session.execute(text(f"ANALYZE {STAGE}_m"))
     out = _outside(session, _NUMBER_HOLDERS, scope) if scope is not None else []
     _match_errors(session, problems, out)
     counts = (0, 0, 0) if problems.count else _merge(session, now)
-    session.execute(text(f"DROP TABLE {STAGE}, {STAGE}_r, {STAGE}_m"))
+    session.execute(text(f"DROP TABLE {STAGE}, {STAGE}_r"))
     return counts
 
 
@@ -316,7 +307,7 @@ def _match_errors(session: Session, problems: Problems, out: list[int]) -> None:
 
 def _merge(session: Session, now: datetime) -> tuple[int, int, int]:
     """Update the changed members and insert the new ones; return the counts."""
-    rows = session.execute(text(f"SELECT count(*) FROM {STAGE}_m")).scalar_one()
+    rows = session.execute(text(f"SELECT count(*) FROM {STAGE}_r")).scalar_one()
     updated = _rowcount(session.execute(text(_UPDATE), {"now": now}))
     created = _rowcount(session.execute(text(_INSERT), {"now": now}))
     return created, updated, rows - created - updated
