@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors, web
 from api.security import access_of, describe_access, public
 from api.v1 import (
-    approvals_batch,
+    account,
     attachments,
     auth,
     campaigns,
@@ -36,13 +36,13 @@ from states.db import get_engine
 API = "/api/v1"
 ROUTERS = (
     auth,
+    account,
     orgs,
     templates,
     campaigns,
     runs,
     evidence,
     requests,
-    approvals_batch,
     notifications,
     notify_settings,
     members,

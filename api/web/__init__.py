@@ -6,13 +6,13 @@
 * `auth`      – /login, /logout
 * `desk`      – / (工作台)
 * `runs`      – /runs/{id} and its forms
-* `approvals` – /approvals (each decision through a confirmation page, `confirm`)
-* `approvals_batch` – /approvals/batch (批量审批), /approvals/opinions (常用意见)
+* `approvals` – /approvals
 * `dashboard` – /campaigns, /campaigns/{id}
 * `launch`    – /campaigns/new
 * `orgs`      – /orgs, /orgs/{id}, import, users and grants
 * `attachments` – /evidence/{id}/attachments (upload form), /files/{id}: evidence files
 * `members`   – /orgs/{id}/members: the roster (党员名册) and its import
+* `account`   – /account/password (修改密码), /orgs/{id}/users/{id}/password (重置密码)
 * `bulk`      – /runs/{id}/commitments, /runs/{id}/meeting: entry from the roster (党员名册)
 """
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.web import (
+    account,
     approvals,
-    approvals_batch,
     attachments,
     auth,
     bulk,
@@ -41,7 +41,6 @@ PAGES = (
     desk,
     runs,
     approvals,
-    approvals_batch,
     dashboard,
     launch,
     orgs,
@@ -49,6 +48,7 @@ PAGES = (
     attachments,
     evidence,
     members,
+    account,
 )
 
 
