@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -15,7 +15,10 @@ from api.cli import main
 from states.accounts import initial_password, password_problems
 from states.models import ApiToken, AuditEvent, Grant, Organisation, User
 from tests.api_world import World
-from tests.browser import PASSWORD, csrf_of, web_user
+from tests.browser import DESKTOP, PASSWORD, PHONE, LiveWorld, csrf_of, login, shot, web_user
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 NEW = "Hongqi2027x"
 
@@ -287,3 +290,42 @@ formula,=cmd,S1,secretary,
         assert s.execute(select(User.id)).all() == users_before
     missing = cli("users", "import", str(_write(tmp_path, "用户名,姓名\na,b\n")))
     assert missing.exit_code == 2 and "表头缺少列：组织编码、角色" in missing.output
+
+
+# --------------------------------------------------------------------------- in Chromium
+
+
+def test_chromium_password_change_on_a_phone_ends_the_other_session(
+    live_world: LiveWorld, browser: Browser
+) -> None:
+    base = live_world.base_url
+    desk = browser.new_context(viewport=DESKTOP, locale="zh-CN")
+    phone = browser.new_context(
+        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, locale="zh-CN"
+    )
+    try:
+        other, mine = desk.new_page(), phone.new_page()
+        login(other, base, "com_h1")
+        login(mine, base, "com_h1")
+        mine.click("a[href='/account/password']")  # from the header
+        mine.wait_for_url(base + "/account/password")
+        width = mine.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], width
+        mine.fill("#old_password", PASSWORD)
+        mine.fill("#new_password", "abcdefgh")
+        mine.fill("#repeat", "abcdefgh")
+        mine.click("form[action='/account/password'] button[type=submit]")
+        assert "密码须同时包含字母和数字" in mine.inner_text("#new_password-err")
+        shot(mine, "account-password-phone-error")
+        mine.fill("#old_password", PASSWORD)
+        mine.fill("#new_password", NEW)
+        mine.fill("#repeat", NEW)
+        mine.click("form[action='/account/password'] button[type=submit]")
+        mine.wait_for_url(base + "/")
+        assert "密码已修改" in mine.inner_text("main")
+        other.goto(base + "/approvals")
+        other.wait_for_url("**/login?next=/approvals")
+        login(other, base, "com_h1", NEW)
+    finally:
+        desk.close()
+        phone.close()
