@@ -466,7 +466,16 @@ class NotificationOut(Out):
     org_id: int | None
     created_at: LocalTime
     read_at: LocalTime | None
+    request_id: int | None = Field(None, description="所涉申请（待审批、审批结果等）")
+    resolved_at: LocalTime | None = Field(
+        None, description="事项已办结的时间（如申请已审批或撤回、已离开逾期阶段）；此后不计未读"
+    )
+    link: str | None = Field(None, description="打开此消息所涉页面的本站路径，如 /runs/7")
 
 
 class NotificationPage(Page[NotificationOut]):
     unread: int
+
+
+class ReadAllOut(Out):
+    count: int = Field(description="本次标为已读的条数")

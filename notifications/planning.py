@@ -28,7 +28,7 @@ from notifications.render import KIND_LABELS as EVENT_LABELS
 from notifications.render import Rendered, render_notice
 from states import inbox
 from states.db import insert_ignoring_conflicts, unit_of_work
-from states.models import Delivery, Organisation, OrgChannel, OutboxMessage, Run
+from states.models import Delivery, Organisation, OrgChannel, OutboxMessage, Request, Run
 from states.notice_settings import opted_out, override_for, record_template_failure
 from states.timeutil import utcnow
 
@@ -107,6 +107,58 @@ def _scope_paths(session: Session, rows: Sequence[OutboxMessage]) -> dict[int, s
         if path:
             out[r.id or 0] = path
     return out
+
+
+def _request_of(row: OutboxMessage) -> int | None:
+    rid = row.payload.get("request_id") if isinstance(row.payload, dict) else None
+    return rid if isinstance(rid, int) else None
+
+
+def _done_already(session: Session, rows: Sequence[OutboxMessage]) -> set[int]:
+    """Outbox ids of notices whose work was done before they were delivered (a request already
+    decided or at another approver; a run already past the stage): their inbox rows are born
+    resolved. Two queries for the batch."""
+    asks = {r.id or 0: _request_of(r) for r in rows if r.event_kind in inbox.REQUEST_KINDS}
+    stages = {
+        r.id or 0: (r.run_id, r.dedupe_key.split(":")[2])
+        for r in rows
+        if r.event_kind in inbox.STAGE_KINDS and r.run_id and r.dedupe_key.count(":") >= 2
+    }
+    pending: dict[int, int | None] = {}
+    if any(asks.values()):
+        pending = {
+            int(i): org
+            for i, status, org in session.execute(
+                select(Request.id, Request.status, Request.current_approver_org_id).where(
+                    col(Request.id).in_(sorted({v for v in asks.values() if v}))
+                )
+            ).all()
+            if status == "pending"
+        }
+    now_at: dict[int, str] = {}
+    if stages:
+        now_at = {
+            int(i): st
+            for i, st in session.execute(
+                select(Run.id, Run.stage).where(
+                    col(Run.id).in_(sorted({r for r, _ in stages.values()}))
+                )
+            ).all()
+        }
+    by_id = {r.id or 0: r for r in rows}
+    done = {oid for oid, rid in asks.items() if rid and pending.get(rid, -1) != by_id[oid].org_id}
+    return done | {oid for oid, (run, st) in stages.items() if now_at.get(run or 0) != st}
+
+
+def _bulletins(session: Session, rows: Sequence[OutboxMessage]) -> dict[int, int]:
+    """{outbox id: stored bulletin id} for the batch's bulletin notices (their page)."""
+    keys: dict[int, tuple[int, int, str]] = {}
+    for r in rows:
+        key = inbox.bulletin_key(r.dedupe_key) if r.event_kind == "bulletin" else None
+        if key and r.org_id:
+            keys[r.id or 0] = (key[0], r.org_id, key[1])
+    found = inbox.bulletin_ids(session, list(keys.values()))
+    return {oid: found[k] for oid, k in keys.items() if k in found}
 
 
 def plan(
@@ -206,6 +258,8 @@ def _plan(
         failures: dict[int, list[Any]] = {}  # override id -> [count, last error]
         inbox_rows: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
+        done = _done_already(s, rows)
+        bulletins = _bulletins(s, rows)
         for row in rows:
             rid = row.id or 0
             path = paths.get(rid)
@@ -213,8 +267,11 @@ def _plan(
             if path and key not in overrides:
                 overrides[key] = override_for(s, path, row.event_kind)
             found = overrides.get(key)
+            payload = row.payload
+            if rid in bulletins:
+                payload = {**payload, "bulletin_id": bulletins[rid]}
             msg, error = render_notice(
-                row.event_kind, row.payload, override=found[1] if found else None, env=env
+                row.event_kind, payload, override=found[1] if found else None, env=env
             )
             if found and error:
                 failures.setdefault(found[0], [0, error])[0] += 1
@@ -243,11 +300,13 @@ def _plan(
                 rec.user_ids(),
                 kind=row.event_kind,
                 title=msg.title,
-                body=msg.text,
+                body=msg.inapp,
                 run_id=row.run_id,
                 org_id=row.org_id,
                 outbox_id=rid,
                 now=now,
+                request_id=_request_of(row),
+                resolved_at=now if rid in done else None,
             )
             for uid in rec.user_ids():
                 add("inapp", f"user:{uid}", "sent")

@@ -127,6 +127,7 @@ class Rendered:
     markdown: str
     link: str | None
     markdown_title: str = ""  # the title with people's words made inert in markdown
+    inapp: str = ""  # the in-app body: the text without the trailing link (the page shows it)
 
 
 def base_url(env: Mapping[str, str] | None = None) -> str:
@@ -139,6 +140,8 @@ def link_for(
 ) -> str:
     """The page a notice points to (the run, the approval inbox or the campaign)."""
     root = base_url(env)
+    if event_kind == "bulletin" and payload.get("bulletin_id"):
+        return f"{root}/bulletins/{payload['bulletin_id']}"
     if event_kind in ("request_submitted", "extension_requested", "approval_sla"):
         return f"{root}/approvals"
     if payload.get("run_id"):
@@ -236,14 +239,16 @@ def _compose(plain: Template, html_tpl: Template, ctx: dict[str, Any]) -> Render
     body = _lines(_block(plain, "body", ctx) or "")
     link = ctx.get("link")
     more = f"查看详情：{link}" if link else ""
-    text = _block(plain, "text", ctx) or "\n".join([*body, *(["", more] if more else [])])
+    own_text = _block(plain, "text", ctx)
+    text = own_text or "\n".join([*body, *(["", more] if more else [])])
     html = _block(html_tpl, "html", ctx) or (
         f"<h3>{html_lib.escape(title)}</h3>"
         + "".join(f"<p>{html_lib.escape(ln)}</p>" for ln in body)
         + (f'<p><a href="{html_lib.escape(link)}">查看详情</a></p>' if link else "")
     )
     markdown, md_title = _markdown(plain, ctx)
-    return Rendered(title, text.strip(), html, markdown.strip(), link, md_title)
+    inapp = own_text or "\n".join(body)
+    return Rendered(title, text.strip(), html, markdown.strip(), link, md_title, inapp.strip())
 
 
 def _template_name(event_kind: str) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from states import audit, outbox
+from states import audit, inbox, outbox
 from states.campaigns import template_by_digest
 from states.catalog import DONE, Template
 from states.errors import ConcurrentUpdate, Forbidden, NotFound
@@ -215,6 +215,7 @@ def update_pending(session: Session, req: Request, **values: Any) -> None:
         raise ConcurrentUpdate("该申请刚被他人处理，请刷新后重试", details={"request_id": req.id})
     for key, value in values.items():
         set_committed_value(req, key, value)
+    inbox.resolve_request(session, req.id, values.get("decided_at"))  # its 待审批 notices
 
 
 def decided_before(session: Session, req: Request, actor: Actor) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from states import inbox
 from states.catalog import DONE
 from states.errors import (
     ConcurrentUpdate,
@@ -353,6 +354,7 @@ def _forward(
 
 
 def _enter(session: Session, ctx: RunContext, stage: str, now: datetime) -> dict[str, Any]:
+    inbox.resolve_run(session, ctx.run.id, now)  # the stage it leaves: reminders and 督办 done
     deadline = deadline_for(ctx.campaign.schedule, stage, now, lambda: load_calendar(session))
     return {
         "stage": stage,

@@ -15,7 +15,8 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session, col, select
 
 from api import web
-from states.models import Grant
+from states.models import Bulletin, Grant
+from states.timeutil import utcnow
 from tests.api_world import World
 from tests.browser import web_user
 from tests.test_api_matrix import _objects, snapshot
@@ -52,6 +53,17 @@ def sample_ids(w: World) -> dict[str, Any]:
             select(Grant.id).where(Grant.user_id == w.actors["sec_s1"].user_id)
         ).scalar_one()
         ids["user_id"] = w.actors["sec_s1"].user_id
+        # A weekly bulletin (简报) of H1 for the notice centre's bulletin page.
+        bulletin = Bulletin(
+            campaign_id=ids["campaign_id"],
+            org_id=w.orgs["H1"].id or 0,
+            period="2026-W48",
+            as_of=utcnow(),
+            data={"campaign": "H1 活动", "period": "2026 年第 48 周", "stages": []},
+        )
+        s.add(bulletin)
+        s.commit()
+        ids["bulletin_id"] = bulletin.id
     ids["org_id"] = w.orgs["S1"].id
     return ids
 
@@ -109,13 +121,15 @@ def test_the_sibling_subtree_gets_the_404_page_on_every_page_with_an_id(world: W
         "POST /runs/{run_id}/commitments",
         "GET /runs/{run_id}/meeting",
         "POST /runs/{run_id}/meeting",
-        "GET /orgs/{org_id}/users/{user_id}/password",
-        "POST /orgs/{org_id}/users/{user_id}/password",
+        "GET /bulletins/{bulletin_id}",
     ):
         assert expected in checked, (expected, checked)
     # The same ids open for the owner's side of the tree (so the 404s above are about reach).
     owner = web_user(w.client.app, "sec_s1")
     assert owner.get(f"/runs/{ids['run_id']}").status_code == 200
+    assert (
+        web_user(w.client.app, "com_h1").get(f"/bulletins/{ids['bulletin_id']}").status_code == 200
+    )
     committee = web_user(w.client.app, "com_g1")
     assert f'data-request-id="{ids["request_id"]}"' in committee.get("/approvals").text
 

@@ -12,7 +12,7 @@
 * `orgs`      – /orgs, /orgs/{id}, import, users and grants
 * `attachments` – /evidence/{id}/attachments (upload form), /files/{id}: evidence files
 * `members`   – /orgs/{id}/members: the roster (党员名册) and its import
-* `account`   – /account/password (修改密码), /orgs/{id}/users/{id}/password (重置密码)
+* `notices`   – /notices (消息中心), /bulletins/{id}: every notice, read/resolved, links
 * `bulk`      – /runs/{id}/commitments, /runs/{id}/meeting: entry from the roster (党员名册)
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.web import (
-    account,
     approvals,
     attachments,
     auth,
@@ -31,6 +30,7 @@ from api.web import (
     evidence,
     launch,
     members,
+    notices,
     orgs,
     runs,
     session,
@@ -48,7 +48,7 @@ PAGES = (
     attachments,
     evidence,
     members,
-    account,
+    notices,
 )
 
 

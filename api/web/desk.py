@@ -1,4 +1,5 @@
-"""工作台 (`/`): my runs with progress and deadline, my approval inbox, my unread notices."""
+"""工作台 (`/`): my runs with progress and deadline, my approval inbox, my unread notices
+(the newest few; all of them in the notice centre, api/web/notices.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlmodel import Session, col, select
 
-from api.deps import IdPath
 from api.web import session as web
+from api.web.notices import SUMMARY
+from api.web.notices import views as notice_views
 from api.web.runs import Badge, Opinion, Progress, deadline_badge, last_return, progress
 from states import inbox, runs
 from states.campaigns import template_by_digest
 from states.catalog import DONE
-from states.db import read_session, unit_of_work
+from states.db import read_session
 from states.models import Campaign, Organisation, Role, Run, TemplateVersion
 from states.queries import approval_inbox
 from states.runs import ACT_ROLES, RunContext
@@ -26,8 +28,10 @@ from states.workcal import WorkCalendar, load_calendar
 
 router = APIRouter(include_in_schema=False)
 
-#: The desk shows at most this many runs, approvals and notices (each list links onwards).
+#: The desk shows at most this many runs and approvals (each list links onwards).
 DESK_LIMIT = 50
+#: Unread notices on the desk; the rest are in the notice centre (/notices).
+DESK_NOTICES = 10
 
 
 @dataclass(frozen=True)
@@ -132,20 +136,10 @@ def desk(request: Request, actor: Actor = Depends(web.page_actor)) -> Response:
         ctx["approvals"], ctx["approvals_total"] = (
             my_approvals(s, actor, now, cal) if ctx["approver"] else ([], 0)
         )
-        notices, _, unread = inbox.list_for(s, actor.user_id, unread_only=True, limit=DESK_LIMIT)
-        ctx["notices"], ctx["unread"] = notices, unread
+        notices, _, unread = inbox.list_for(s, actor.user_id, unread_only=True, limit=DESK_NOTICES)
+        ctx["notices"], ctx["unread"] = notice_views(s, notices), unread
+        ctx["summary"] = SUMMARY
         ctx["overseer"] = any(
             actor.has_role(r) for r in (Role.COMMITTEE, Role.ORGANISER, Role.ADMIN, Role.SUPERVISOR)
         )
         return web.render(request, "desk.html", ctx)  # inside: the rows expire on close
-
-
-@router.post("/notices/{notification_id}/read", dependencies=[Depends(web.csrf_protect)])
-def mark_read(
-    notification_id: IdPath, request: Request, actor: Actor = Depends(web.page_actor)
-) -> Response:
-    """Mark one of my notices read (someone else's looks missing: the 404 page)."""
-    with unit_of_work(request.app.state.engine) as s:
-        inbox.mark_read(s, user_id=actor.user_id, item_id=notification_id)
-    web.flash(request, "已标记为已读", "info")
-    return web.redirect("/#notices")
