@@ -6,11 +6,12 @@ ensure_venv ""
 # Links in the demo's notices point at the address it is served on.
 export DANGJIAN_BASE_URL="${DANGJIAN_BASE_URL:-http://127.0.0.1:${PORT:-8000}}"
 .venv/bin/dangjian db upgrade
-.venv/bin/dangjian demo
-.venv/bin/dangjian campaign status 1
-.venv/bin/dangjian notify send-pending --all  # the demo's notices into the in-app inboxes
+.venv/bin/dangjian demo  # ends with the table of every demo log-in (printed here only)
+.venv/bin/dangjian notify send-pending --all >/dev/null  # the demo's notices into the inboxes
 # With the worker (a local Prefect server, started and stopped with it: reminders, escalations
-# and deliveries run on their own); DANGJIAN_NO_WORKER=1 serves the API alone.
+# and deliveries run on their own, quietly); DANGJIAN_NO_WORKER=1 serves the API alone;
+# DANGJIAN_VERBOSE=1 shows the worker's Prefect log lines.
 WORKER_FLAG="--with-worker"
 if [ "${DANGJIAN_NO_WORKER:-}" = "1" ]; then WORKER_FLAG=""; fi
+if [ "${DANGJIAN_VERBOSE:-}" = "1" ]; then WORKER_FLAG="${WORKER_FLAG} --verbose"; fi
 exec .venv/bin/dangjian serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" ${WORKER_FLAG}

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from states import runs
 from states.campaigns import launch_campaign
@@ -30,7 +30,7 @@ from states.catalog import (
 from states.db import unit_of_work
 from states.demo_roster import build_rosters, roster_ids
 from states.importer import OrgRow, import_orgs
-from states.models import ROLE_LABELS, Campaign, Organisation, Request, Role, Run, User
+from states.models import ROLE_LABELS, Campaign, Organisation, Request, Role, Run
 from states.timeutil import utcnow
 from states.users import Actor, actor_by_username, add_user, get_user_by_username, grant_role
 
@@ -103,11 +103,12 @@ PROGRESS: dict[str, tuple[int, bool]] = {
 
 @dataclass
 class Login:
-    """A demo log-in to print."""
+    """A demo log-in to print: user name, role (its Chinese label), organisation code and name."""
 
     username: str
     role: str
     org: str
+    org_name: str = ""
 
 
 @dataclass
@@ -235,7 +236,7 @@ def build_demo(engine: Engine, *, echo: Callable[[str], None] = lambda _m: None)
                 s, username=username, password=DEMO_PASSWORD, display_name=name
             )
             grant_role(s, user=user, org_code=code, role=role)
-    logins = [Login(u, role.value, code) for u, _n, code, role in _people()]
+    logins = demo_login_list()
     with unit_of_work(engine) as s:
         existing = s.exec(select(Campaign).where(Campaign.name == DEMO_CAMPAIGN)).first()
     if existing is not None:
@@ -310,12 +311,7 @@ def _approve_all(engine: Engine, request_id: int, when: datetime) -> None:
             runs.approve(s, request_id=request_id, actor=actor, opinion="同意", now=when)
 
 
-def demo_logins(session: Session, *, secretaries: int = 3) -> list[tuple[str, str, str]]:
-    """Return (username, role, org code) of the demo's main log-ins present in the database."""
-    people = [p for p in _people() if p[3] != Role.SECRETARY]
-    people += [p for p in _people() if p[3] == Role.SECRETARY][:secretaries]
-    names = [p[0] for p in people]
-    present = set(
-        session.execute(select(User.username).where(col(User.username).in_(names))).scalars()
-    )
-    return [(u, ROLE_LABELS[role], code) for u, _n, code, role in people if u in present]
+def demo_login_list() -> list[Login]:
+    """Every demo log-in, in tree order (each committee followed by its branches)."""
+    names = {code: name for code, name, _k, _p, _m in TREE}
+    return [Login(u, ROLE_LABELS[role], code, names[code]) for u, _n, code, role in _people()]

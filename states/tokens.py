@@ -89,6 +89,7 @@ def actor_for_token(session: Session, token: str, *, now: datetime | None = None
             col(User.id),
             col(User.username),
             col(User.display_name),
+            col(User.must_change_password),
             col(Grant.org_id),
             col(Organisation.path),
             col(Grant.role),
@@ -106,13 +107,13 @@ def actor_for_token(session: Session, token: str, *, now: datetime | None = None
     ).all()
     if not rows:
         return None
-    user_id, username, display_name = rows[0][0], rows[0][1], rows[0][2]
+    user_id, username, display_name, must_change = rows[0][:4]
     grants = [
         GrantView(int(org_id), path, Role(role))
-        for _u, _n, _d, org_id, path, role in rows
+        for _u, _n, _d, _m, org_id, path, role in rows
         if org_id is not None
     ]
-    return Actor(int(user_id), username, display_name, grants)
+    return Actor(int(user_id), username, display_name, grants, bool(must_change))
 
 
 def revoke_token(session: Session, token: str, *, now: datetime | None = None) -> bool:
@@ -123,6 +124,21 @@ def revoke_token(session: Session, token: str, *, now: datetime | None = None) -
         .values(revoked_at=now or utcnow())
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+def revoke_user_tokens(
+    session: Session, user_id: int, *, keep: str | None = None, now: datetime | None = None
+) -> int:
+    """Revoke every live token of the user but `keep` (the caller's own); return how many."""
+    stmt = update(ApiToken).where(
+        col(ApiToken.user_id) == user_id,
+        col(ApiToken.revoked_at).is_(None),
+        col(ApiToken.expires_at) > (now or utcnow()),
+    )
+    if keep is not None:
+        stmt = stmt.where(col(ApiToken.token_hash) != token_digest(keep))
+    result = session.execute(stmt.values(revoked_at=now or utcnow()))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _retry_after(session: Session, where: list[Any], limit: int, now: datetime) -> int:

@@ -18,7 +18,7 @@ from sqlmodel import Session, SQLModel
 from api.app import api_routes, create_app, route_access
 from states import inbox, runs
 from states.campaigns import launch_campaign
-from states.models import Attachment
+from states.models import Attachment, StockOpinion
 from states.users import load_actor
 from tests.api_world import MEETING, World
 
@@ -74,6 +74,9 @@ def _objects(w: World) -> dict[str, Any]:
         )
         s.commit()
         attachment_id = s.execute(text("SELECT max(id) FROM attachment")).scalar_one()
+        s.add(StockOpinion(org_id=w.orgs["G1"].id or 0, text="材料齐全，同意"))  # G1's 常用意见
+        s.commit()
+        opinion_id = s.execute(text("SELECT max(id) FROM stock_opinion")).scalar_one()
     return {
         "org_id": w.orgs["G1"].id,
         "campaign_id": campaign.id,
@@ -83,6 +86,7 @@ def _objects(w: World) -> dict[str, Any]:
         "event_kind": "reminder",
         "evidence_id": evidence_id,
         "attachment_id": attachment_id,
+        "opinion_id": opinion_id,
     }
 
 

@@ -114,6 +114,7 @@ def test_secretary_and_committee_take_a_branch_through_two_stages(
         item = approvals_card(c, branch)
         assert "创先争优动员大会" in item.inner_text()
         item.locator("form[action$='/approve'] button").click()
+        c.locator("[data-testid=confirm]").click()  # the confirmation page (api.web.confirm)
         assert "已同意" in c.locator(".flash-success").inner_text()
         after_first = stage_counts(o, live)
         assert after_first["mobilize"] == 3 and after_first["pledge"] == 1, after_first
@@ -139,6 +140,8 @@ def test_secretary_and_committee_take_a_branch_through_two_stages(
         shot(c, "approvals")
         item.locator("textarea[name=reason]").fill(SCRIPT_OPINION)
         item.locator("form[action$='/return'] button").click()
+        assert SCRIPT_OPINION in c.locator("[data-testid=confirm-page]").inner_text()
+        c.locator("[data-testid=confirm]").click()
         assert "已退回" in c.locator(".flash-success").inner_text()
 
         # The secretary sees the opinion as text on her desk and the run page; nothing ran.
@@ -161,6 +164,7 @@ def test_secretary_and_committee_take_a_branch_through_two_stages(
         assert c.evaluate("typeof window.__xss2") == "undefined"
         item.locator("textarea[name=opinion]").fill("同意，按承诺抓好落实")
         item.locator("form[action$='/approve'] button").click()
+        c.locator("[data-testid=confirm]").click()  # the confirmation page (api.web.confirm)
         assert "已同意" in c.locator(".flash-success").inner_text()
         assert approvals_card(c, branch).count() == 0
 

@@ -122,6 +122,8 @@ def test_the_sibling_subtree_gets_the_404_page_on_every_page_with_an_id(world: W
         "GET /runs/{run_id}/meeting",
         "POST /runs/{run_id}/meeting",
         "GET /bulletins/{bulletin_id}",
+        "GET /orgs/{org_id}/users/{user_id}/password",
+        "POST /orgs/{org_id}/users/{user_id}/password",
     ):
         assert expected in checked, (expected, checked)
     # The same ids open for the owner's side of the tree (so the 404s above are about reach).

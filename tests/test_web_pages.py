@@ -254,7 +254,8 @@ def test_extension_withdraw_and_the_approval_inbox(world: World) -> None:
     # The secretary withdraws it instead; then the committee member has nothing to decide.
     with Session(w.engine) as s:
         pending = s.execute(select(Request.id)).scalar_one()
-    assert sec.post(f"/runs/{run_id}/withdraw", {"request_id": str(pending)}).status_code == 303
+    confirmed = {"request_id": str(pending), "step": "confirm"}  # through the confirmation page
+    assert sec.post(f"/runs/{run_id}/withdraw", confirmed).status_code == 303
     resp = com.post(f"/approvals/{req_id}/approve", {"opinion": "同意"})
     assert resp.status_code == 409 and "已撤回" in resp.text
     resp = sec.post(f"/runs/{run_id}/withdraw", {"request_id": str(pending)})
@@ -275,7 +276,9 @@ def test_return_then_approve_from_the_inbox(world: World) -> None:
     assert f'data-request-id="{req_id}"' not in dual.get("/approvals").text
     resp = dual.post(f"/approvals/{req_id}/approve", {})
     assert resp.status_code == 403 and "不能审批本支部的申请" in resp.text
-    resp = com.post(f"/approvals/{req_id}/return", {"reason": "请补充会议记录<b>照片</b>"})
+    resp = com.post(
+        f"/approvals/{req_id}/return", {"reason": "请补充会议记录<b>照片</b>", "step": "confirm"}
+    )
     assert resp.status_code == 303 and resp.headers["location"] == "/approvals"
     page = sec.get(f"/runs/{run_id}").text
     assert "请补充会议记录&lt;b&gt;照片&lt;/b&gt;" in page
@@ -283,7 +286,10 @@ def test_return_then_approve_from_the_inbox(world: World) -> None:
     sec.post(f"/runs/{run_id}/advance", {"comment": "已补充"})
     with Session(w.engine) as s:
         second = max(s.execute(select(Request.id)).scalars())
-    resp = com.post(f"/approvals/{second}/approve", {"opinion": "同意", "next": f"/runs/{run_id}"})
+    resp = com.post(
+        f"/approvals/{second}/approve",
+        {"opinion": "同意", "next": f"/runs/{run_id}", "step": "confirm"},
+    )
     assert resp.status_code == 303 and resp.headers["location"] == f"/runs/{run_id}"
     page = com.get(f"/runs/{run_id}").text
     assert '<li class="current" aria-current="step">公开承诺</li>' in page
@@ -299,7 +305,7 @@ def test_a_return_may_send_the_run_back_to_an_earlier_stage(world: World) -> Non
     sec.post(f"/runs/{run_id}/advance", {})
     with Session(w.engine) as s:
         first = s.execute(select(Request.id)).scalar_one()
-    com.post(f"/approvals/{first}/approve", {})
+    com.post(f"/approvals/{first}/approve", {"step": "confirm"})
     tpl = get_template("chuangxian_zhengyou")
     with Session(w.engine) as s:  # the pledge stage's evidence, recorded directly
         for kind, data in sample_evidence(tpl, tpl.stage("pledge"), 3):
@@ -315,13 +321,14 @@ def test_a_return_may_send_the_run_back_to_an_earlier_stage(world: World) -> Non
     assert bad.status_code == 422 and "只能退回到此前的阶段" in bad.text
     assert snapshot(w.engine) == before
     resp = com.post(
-        f"/approvals/{second}/return", {"reason": "动员大会记录不全", "to_stage": "mobilize"}
+        f"/approvals/{second}/return",
+        {"reason": "动员大会记录不全", "to_stage": "mobilize", "step": "confirm"},
     )
     assert resp.status_code == 303
     with Session(w.engine) as s:
         run = s.get_one(Run, run_id)
         assert run.stage == "mobilize" and run.pending_request_id is None
-    assert "进程已退回到「宣传发动」" in com.get("/approvals").text
+    assert "进度已退回到「宣传发动」" in com.get("/approvals").text
 
 
 def test_the_desk_shows_runs_deadlines_and_unread_notices(world: World) -> None:

@@ -163,14 +163,21 @@ def raise_on_sigterm() -> None:
     is_flag=True,
     help="启动时不先运行一次提醒与督办 / skip the sweeps at start.",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="显示 Prefect 与各流程的运行日志（默认只显示警告与错误）/ show Prefect's log lines.",
+)
 @friendly
-def worker(no_initial_sweep: bool) -> None:
+def worker(no_initial_sweep: bool, verbose: bool) -> None:
     """按计划运行全部定时流程（截止提醒、督办、审批超时、阶段、简报、发送通知）/ run the schedules.
 
     设置了 PREFECT_API_URL 时使用那台 Prefect 服务器；否则在本机启动一个受管的 Prefect 服务器
     （SQLite，数据在 数据目录/prefect，端口 DANGJIAN_PREFECT_PORT，默认 4200），随本命令一起停止。
     间隔：DANGJIAN_SWEEP_INTERVAL（默认 900 秒）、DANGJIAN_DELIVER_INTERVAL（默认 30 秒）。
     With PREFECT_API_URL it uses that server; otherwise it runs a local Prefect server for itself.
+    默认只打印就绪与界面地址等几行；各次运行的日志在 Prefect 界面里，-v 时也打印在这里。
     """
     import os
     from contextlib import ExitStack, suppress
@@ -180,6 +187,7 @@ def worker(no_initial_sweep: bool) -> None:
 
     engine = cli_engine()
     require_schema(engine)
+    quiet_console(verbose)
     apply_defaults()
     raise_on_sigterm()
     api_url = os.environ.get("PREFECT_API_URL", "").strip()
@@ -203,7 +211,7 @@ def worker(no_initial_sweep: bool) -> None:
             stack.callback(stop_server)
         if not no_initial_sweep:
             click.echo("先运行一次提醒、督办与阶段开启 / first sweep:")
-            _run_jobs_directly(engine, list(SWEEP_DEFAULT), utcnow(), verbose=False)
+            _run_jobs_directly(engine, list(SWEEP_DEFAULT), utcnow(), verbose=verbose)
         if server is not None:
             seconds = server.wait_ready(
                 tick=lambda s: click.echo(f"  仍在启动 Prefect 服务器（已 {s:.0f} 秒）…")
@@ -234,11 +242,42 @@ def worker(no_initial_sweep: bool) -> None:
         click.echo("按 Ctrl+C 停止 / press Ctrl+C to stop")
         # Prefect's own SIGTERM handler leaves this coroutine behind; it is harmless.
         warnings.filterwarnings("ignore", message="coroutine 'Runner.astop' was never awaited")
+        drop_cancelled_callbacks()
         with suppress(KeyboardInterrupt):  # Ctrl+C: Prefect stops; the stack stops the server
             deploy.serve_all()
 
 
-def start_worker_child() -> Any:
+def quiet_console(verbose: bool) -> None:
+    """Unless `verbose`, Prefect's console shows warnings and errors only.
+
+    Set before Prefect is imported, in the environment, so the flow runs the runner starts in
+    their own processes are quiet too; the log lines still reach the Prefect UI (its API handler
+    keeps PREFECT_LOGGING_LEVEL). An operator's own setting wins.
+    """
+    import os
+
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+class _NotCancelled:
+    """Drops asyncio's "Exception in callback" records about a cancelled task (at shutdown)."""
+
+    def filter(self, record: Any) -> bool:
+        import asyncio
+
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+def drop_cancelled_callbacks() -> None:
+    """Prefect's runner, stopped by SIGTERM, leaves a control-channel read whose cancellation
+    asyncio logs as an error with a traceback; it is harmless, and not shown."""
+    import logging
+
+    logging.getLogger("asyncio").addFilter(_NotCancelled())
+
+
+def start_worker_child(*, verbose: bool = False) -> Any:
     """`dangjian worker` as a child process (its own session: we alone decide when it stops)."""
     import subprocess
     import threading
@@ -246,7 +285,7 @@ def start_worker_child() -> Any:
     from workflows.local_server import die_with_parent
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "worker"],
+        [sys.executable, "-m", "api.cli", "worker", *(["--verbose"] if verbose else [])],
         start_new_session=True,
         preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
     )

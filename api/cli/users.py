@@ -1,6 +1,8 @@
-"""The `dangjian` command line: 用户与授权：`dangjian users add | grant | list`."""
+"""The `dangjian` command line: 用户与授权：`dangjian users add | grant | list | reset-password | import`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 from sqlmodel import col, select
@@ -77,3 +79,62 @@ def users_list() -> None:
         ).all()
     for username, name, role, code in rows:
         click.echo(f"{username:<24} {role:<11} {code:<12} {name}")
+
+
+@users.command("reset-password")
+@click.option("--username", required=True, help="登录名 / log-in name.")
+@friendly
+def users_reset_password(username: str) -> None:
+    """重置密码：打印一次新的初始密码，下次登录须修改；该用户的全部登录一并失效。
+
+    Reset a password: prints a new initial password once; it must be changed at the next
+    log-in, and every session of the user is revoked.
+    """
+    from states.accounts import reset_password
+    from states.errors import NotFound
+    from states.users import get_user_by_username
+
+    with work() as s:
+        user = get_user_by_username(s, username)
+        if user is None:
+            raise NotFound(f"用户不存在：{username}", details={"username": username})
+        password = reset_password(s, user, actor_id=None)
+    click.secho(f"已重置 {username} 的密码，首次登录须修改 / password reset", fg="green")
+    click.echo(f"初始密码 / initial password: {password}")
+
+
+@users.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="只检查，不写入 / check only, write nothing.")
+@friendly
+def users_import(file: Path, dry_run: bool) -> None:
+    """按表格批量建立账号与授权（CSV/XLSX，任一行有错则整批不写入，可重复导入）。
+
+    Columns 用户名, 姓名, 组织编码, 角色, 手机号 (or username, name, org_code, role, phone). New
+    accounts get a random initial password, printed once here and changed at the first log-in;
+    existing accounts with the same 姓名 keep their password and only gain missing grants.
+    """
+    from states.accounts import import_users, parse_user_sheet
+
+    sheet = parse_user_sheet(file)
+    with work() as s:
+        outcome = import_users(s, sheet)
+        if dry_run:
+            s.rollback()
+    verb = "检查通过（未写入）/ checked, nothing written" if dry_run else "导入完成 / imported"
+    click.secho(
+        f"{verb}：新建账号 {len(outcome.created)} 个，新增授权 {outcome.grants_added} 项，"
+        f"已有 {outcome.unchanged} 项",
+        fg="green",
+    )
+    if outcome.created and not dry_run:
+        _password_table(outcome.created)
+
+
+def _password_table(created: list[tuple[str, str, str]]) -> None:
+    """用户名 / 姓名 / 初始密码, aligned; shown once (not stored anywhere in clear)."""
+    width = max(8, *(len(u) for u, _n, _p in created))
+    click.echo(f"\n{'用户名':<{width - 3}}  初始密码        姓名")
+    for username, name, password in created:
+        click.echo(f"{username:<{width}}  {password:<14}  {name}")
+    click.secho("初始密码只显示这一次，请妥善转交；首次登录须修改。", fg="yellow")

@@ -13,6 +13,7 @@
 * `attachments` – /evidence/{id}/attachments (upload form), /files/{id}: evidence files
 * `members`   – /orgs/{id}/members: the roster (党员名册) and its import
 * `notices`   – /notices (消息中心), /bulletins/{id}: every notice, read/resolved, links
+* `account`   – /account/password (修改密码), /orgs/{id}/users/{id}/password (重置密码)
 * `bulk`      – /runs/{id}/commitments, /runs/{id}/meeting: entry from the roster (党员名册)
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.web import (
+    account,
     approvals,
     attachments,
     auth,
@@ -49,6 +51,7 @@ PAGES = (
     evidence,
     members,
     notices,
+    account,
 )
 
 

@@ -9,8 +9,9 @@ from fastapi.responses import Response
 
 from api.v1.auth import log_in
 from api.web import session as web
-from states.db import unit_of_work
+from states.db import read_session, unit_of_work
 from states.errors import RateLimited
+from states.models import User
 from states.tokens import TOKEN_TTL, revoke_token
 from states.users import Actor
 
@@ -74,9 +75,18 @@ async def login(request: Request, _: Actor | None = Depends(web.optional_actor))
             error="用户名或密码错误",
             status_code=400,
         )
+    if _must_change_password(request, issued.user_id):
+        next_url = web.password_page_url(next_url)
     response = web.redirect(next_url)
     web.set_session_cookie(request, response, issued.token, int(TOKEN_TTL.total_seconds()))
     return response
+
+
+def _must_change_password(request: Request, user_id: int) -> bool:
+    """An initial or reset password: the 修改密码 page comes first (api/web/account.py)."""
+    with read_session(request.app.state.engine) as s:
+        user = s.get(User, user_id)
+        return bool(user is not None and user.must_change_password)
 
 
 @router.post("/logout", dependencies=[Depends(web.csrf_protect)])

@@ -22,6 +22,7 @@ from api.deps import IdPath
 from api.errors import VALIDATION_MESSAGES
 from api.v1.convert import timeline, users_by_id
 from api.web import session as web
+from api.web.confirm import BACK, CONFIRM, confirm_page, step_of
 from api.web.evidence_views import (
     KIND_LABELS,
     EvidenceForm,
@@ -33,6 +34,7 @@ from api.web.evidence_views import (
     member_names,
     subject_text,
 )
+from api.web.rehearsal import withdraw_confirmation
 from states import runs
 from states.catalog import DONE, Template
 from states.db import read_session, unit_of_work
@@ -556,6 +558,14 @@ def withdraw(
         return render_run(
             request, run_id, actor, error="该申请已不在待审批状态，请刷新后查看", status_code=409
         )
+    step = step_of(form)
+    if step == BACK:
+        return web.redirect(f"/runs/{run_id}")
+    if step != CONFIRM:  # the first POST only shows what will happen (api.web.confirm)
+        try:
+            return confirm_page(request, withdraw_confirmation(request, actor, run_id, int(raw)))
+        except Forbidden as exc:
+            return render_run(request, run_id, actor, error=exc.message, status_code=403)
     try:
         with unit_of_work(request.app.state.engine) as s:
             req = runs.withdraw(s, request_id=int(raw), actor=actor)

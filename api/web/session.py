@@ -137,6 +137,7 @@ def _page_actor(request: Request) -> Actor:
     actor = _lookup(request)
     if actor is None:
         raise LoginRequired(_next_of(request) if request.method == "GET" else "/")
+    require_own_password(request, actor)
     return actor
 
 
@@ -441,6 +442,32 @@ def domain_reasons(exc: DomainError) -> list[str]:
     return out
 
 
+# --------------------------------------------------------------------------- forced password change
+
+#: The one page (besides /logout) an account with an initial or reset password may open.
+PASSWORD_PAGE = "/account/password"
+
+
+class PasswordChangeRequired(Exception):
+    """An initial or reset password: answered with a 303 to the 修改密码 page."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+def require_own_password(request: Request, actor: Actor) -> None:
+    """Send an account that must change its password to the 修改密码 page first (api/web/account)."""
+    if actor.must_change_password and request.url.path != PASSWORD_PAGE:
+        raise PasswordChangeRequired(_next_of(request) if request.method == "GET" else "/")
+
+
+def password_page_url(next_url: str) -> str:
+    """The 修改密码 page, returning to `next_url` afterwards."""
+    next_url = safe_next(next_url)
+    return PASSWORD_PAGE + ("?next=" + quote(next_url, safe="/") if next_url != "/" else "")
+
+
 # --------------------------------------------------------------------------- install
 
 
@@ -459,6 +486,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         return login_redirect(safe_next(exc.next_url))
+
+    @app.exception_handler(PasswordChangeRequired)
+    async def password_change_required(request: Request, exc: PasswordChangeRequired) -> Response:
+        return redirect(password_page_url(exc.next_url))
 
     @app.exception_handler(CsrfFailed)
     async def csrf_failed(request: Request, exc: CsrfFailed) -> Response:
