@@ -70,6 +70,26 @@ def test_readme_example_users_exist_in_the_demo() -> None:
     assert named <= {lg.username for lg in demo_login_list()}
 
 
+@pytest.mark.parametrize(
+    ("verbose", "preset", "expected"),
+    [(False, None, "WARNING"), (True, None, None), (False, "DEBUG", "DEBUG")],
+)
+def test_worker_console_quiet_unless_verbose(
+    monkeypatch: pytest.MonkeyPatch, verbose: bool, preset: str | None, expected: str | None
+) -> None:
+    from api.cli.timed import quiet_console
+
+    key = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
+    if preset is None:
+        monkeypatch.delenv(key, raising=False)
+    else:
+        monkeypatch.setenv(key, preset)  # an operator's own setting wins
+    quiet_console(verbose)
+    assert os.environ.get(key) == expected
+    result = CliRunner().invoke(main, ["worker", "--help"])
+    assert "-v, --verbose" in result.output
+
+
 # --- scripts/_env.sh in a temporary copy ------------------------------------------------------
 
 FAKE_PYTHON = """#!/bin/sh

@@ -20,7 +20,7 @@ from api.cli.timed import raise_on_sigterm, start_worker_child, stop_worker_chil
     "-v",
     "--verbose",
     is_flag=True,
-    help="显示定时任务进程的 Prefect 运行日志 / show the worker's Prefect log lines.",
+    help="显示定时任务的 Prefect 运行日志 / show the worker's Prefect log lines.",
 )
 @friendly
 def serve(host: str, port: int, with_worker: bool, verbose: bool) -> None:
