@@ -20,6 +20,7 @@ from api import errors, web
 from api.security import access_of, describe_access, public
 from api.v1 import (
     account,
+    approvals_batch,
     attachments,
     auth,
     campaigns,
@@ -45,6 +46,7 @@ ROUTERS = (
     runs,
     evidence,
     requests,
+    approvals_batch,
     notifications,
     notify_settings,
     members,

@@ -108,6 +108,7 @@ def test_the_sibling_subtree_gets_the_404_page_on_every_page_with_an_id(world: W
         "POST /runs/{run_id}/withdraw",
         "POST /approvals/{request_id}/approve",
         "POST /approvals/{request_id}/return",
+        "POST /approvals/opinions/{opinion_id}/delete",
         "POST /notices/{notification_id}/read",
         "GET /evidence/{evidence_id}",
         "POST /evidence/{evidence_id}/void",
@@ -121,9 +122,9 @@ def test_the_sibling_subtree_gets_the_404_page_on_every_page_with_an_id(world: W
         "POST /runs/{run_id}/commitments",
         "GET /runs/{run_id}/meeting",
         "POST /runs/{run_id}/meeting",
-        "GET /bulletins/{bulletin_id}",
         "GET /orgs/{org_id}/users/{user_id}/password",
         "POST /orgs/{org_id}/users/{user_id}/password",
+        "GET /bulletins/{bulletin_id}",
     ):
         assert expected in checked, (expected, checked)
     # The same ids open for the owner's side of the tree (so the 404s above are about reach).

@@ -6,7 +6,8 @@
 * `auth`      – /login, /logout
 * `desk`      – / (工作台)
 * `runs`      – /runs/{id} and its forms
-* `approvals` – /approvals
+* `approvals` – /approvals (each decision through a confirmation page, `confirm`)
+* `approvals_batch` – /approvals/batch (批量审批), /approvals/opinions (常用意见)
 * `dashboard` – /campaigns, /campaigns/{id}
 * `launch`    – /campaigns/new
 * `orgs`      – /orgs, /orgs/{id}, import, users and grants
@@ -24,6 +25,7 @@ from fastapi import FastAPI
 from api.web import (
     account,
     approvals,
+    approvals_batch,
     attachments,
     auth,
     bulk,
@@ -43,6 +45,7 @@ PAGES = (
     desk,
     runs,
     approvals,
+    approvals_batch,
     dashboard,
     launch,
     orgs,
