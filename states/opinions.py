@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from states import audit
@@ -83,8 +84,7 @@ def add(session: Session, *, actor: Actor, org_id: int, text: str) -> OpinionVie
     if len(text) > MAX_TEXT:
         raise InvalidInput(f"常用意见最多 {MAX_TEXT} 字", details=[{"field": "text"}])
     org = _managed_org(session, actor, org_id)
-    same = select(StockOpinion.id).where(StockOpinion.org_id == org.id, StockOpinion.text == text)
-    if session.execute(same).first() is not None:
+    if _exists(session, org.id or 0, text):
         raise Conflict("已有相同的常用意见", details={"rule": "duplicate_opinion"})
     count = session.execute(
         select(func.count()).select_from(StockOpinion).where(StockOpinion.org_id == org.id)
@@ -95,10 +95,19 @@ def add(session: Session, *, actor: Actor, org_id: int, text: str) -> OpinionVie
             details={"rule": "too_many_opinions"},
         )
     row = StockOpinion(org_id=org.id or 0, text=text, created_by=actor.user_id)
-    session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():  # two people adding the same text at once: one wins
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        raise Conflict("已有相同的常用意见", details={"rule": "duplicate_opinion"}) from None
     _log(session, actor, "opinion.added", org, row)
     return OpinionView(row.id or 0, org.id or 0, org.name, text)
+
+
+def _exists(session: Session, org_id: int, text: str) -> bool:
+    same = select(StockOpinion.id).where(StockOpinion.org_id == org_id, StockOpinion.text == text)
+    return session.execute(same).first() is not None
 
 
 def remove(session: Session, *, actor: Actor, opinion_id: int) -> StockOpinion:

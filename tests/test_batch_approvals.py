@@ -265,3 +265,30 @@ def test_decisions_and_withdrawals_wait_for_the_confirmation(world: World) -> No
     resp = sec.post(f"/runs/{run_id}/withdraw", {"request_id": str(req_id), "step": "confirm"})
     assert resp.status_code == 303
     assert _request(w, req_id).status == "withdrawn"
+
+
+def test_two_people_adding_the_same_stock_opinion_at_once_get_a_409_not_a_500(
+    world: World, monkeypatch: Any
+) -> None:
+    """The repeat check and the insert race: the loser of the unique constraint gets 409."""
+    import pytest
+
+    from states import opinions
+    from states.errors import Conflict
+    from states.users import actor_by_username
+
+    w = world
+    g1 = w.orgs["G1"].id or 0
+    with Session(w.engine) as s:
+        actor = actor_by_username(s, "com_g1")
+        opinions.add(s, actor=actor, org_id=g1, text="同意，材料齐全")
+        s.commit()
+    monkeypatch.setattr(opinions, "_exists", lambda *_a: False)  # the other one not yet seen
+    with Session(w.engine) as s:
+        with pytest.raises(Conflict) as caught:
+            opinions.add(s, actor=actor, org_id=g1, text="同意，材料齐全")
+        assert caught.value.details == {"rule": "duplicate_opinion"}
+        s.rollback()
+    with Session(w.engine) as s:
+        count = s.execute(select(func.count()).select_from(StockOpinion)).scalar_one()
+    assert count == 1
