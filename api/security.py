@@ -48,8 +48,16 @@ def _authenticated(
         actor = actor_for_token(s, credentials.credentials)
     if actor is None:
         raise Unauthenticated("登录已失效，请重新登录")
+    if actor.must_change_password and request.url.path not in PASSWORD_FIRST:
+        raise Forbidden(
+            "请先修改初始密码（POST /api/v1/me/password）",
+            details={"rule": "must_change_password"},
+        )
     return actor
 
+
+#: What a token of an initial or reset password may call before the password is changed.
+PASSWORD_FIRST = frozenset({"/api/v1/me", "/api/v1/me/password", "/api/v1/auth/logout"})
 
 authenticated = _declare(_authenticated, AUTHENTICATED)
 

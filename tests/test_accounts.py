@@ -329,3 +329,19 @@ def test_chromium_password_change_on_a_phone_ends_the_other_session(
     finally:
         desk.close()
         phone.close()
+
+
+def test_an_api_token_of_an_initial_password_may_only_change_it(world: World, cli: Any) -> None:
+    """A token from an initial or reset password reaches /me and /me/password, nothing else."""
+    w = world
+    password = _reset(w, cli, "sec_s1")
+    got = w.client.post("/api/v1/auth/token", json={"username": "sec_s1", "password": password})
+    assert got.status_code == 200
+    auth = {"Authorization": f"Bearer {got.json()['access_token']}"}
+    blocked = w.client.get("/api/v1/approvals", headers=auth)
+    assert blocked.status_code == 403
+    assert blocked.json()["details"]["rule"] == "must_change_password"
+    assert w.client.get("/api/v1/me", headers=auth).status_code == 200
+    body = {"old_password": password, "new_password": NEW}
+    assert w.client.post("/api/v1/me/password", json=body, headers=auth).status_code == 200
+    assert w.client.get("/api/v1/approvals", headers=auth).status_code == 200
