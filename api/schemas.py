@@ -164,7 +164,7 @@ class CampaignIn(In):
 
 
 class PreviewOut(Out):
-    runs: int = Field(description="将创建的支部进程数")
+    runs: int = Field(description="将创建的创建进度数")
     root: OrgBrief
     kinds: list[str]
 
@@ -445,7 +445,7 @@ class ApproveIn(In):
 class ReturnIn(In):
     reason: str = Field(min_length=1, max_length=2000, description="退回意见（必填）")
     to_stage: str | None = Field(
-        default=None, max_length=64, description="同时把进程退回到此前的某一阶段（可选）"
+        default=None, max_length=64, description="同时把创建进度退回到此前的某一阶段（可选）"
     )
 
 

@@ -35,7 +35,7 @@ KIND_LABELS = {
     "request_approved": "申请已通过",
     "request_returned": "申请被退回",
     "extension_granted": "延期已批准",
-    "run_sent_back": "进程被退回",
+    "run_sent_back": "创建进度被退回",
     "reminder": "截止提醒",
     "overdue": "逾期与督办",
     "approval_sla": "审批超时",

@@ -29,7 +29,7 @@ EVIDENCE_LABELS = {
     "commitment": "承诺",
     "activity": "活动",
     "review": "点评",
-    "appraisal": "测评",
+    "appraisal": "群众评议",
     "decision": "评定结果",
     "document": "材料",
     "self_assessment": "自评",
@@ -185,8 +185,8 @@ def _appraisals(stage: Stage, req: AppraisalCount, facts: RunFacts) -> Requireme
     have = facts.count("appraisal")
     need = max(req.min, math.ceil(req.min_member_ratio * facts.member_count - 1e-9))
     met = have >= need
-    reason = f"{stage.name}：已收到 {have} 份测评" + ("" if met else f"，至少需要 {need} 份")
-    return RequirementStatus(req.type, f"测评不少于 {need} 份", met, reason, have, need)
+    reason = f"{stage.name}：已收到 {have} 份群众评议表" + ("" if met else f"，至少需要 {need} 份")
+    return RequirementStatus(req.type, f"群众评议表不少于 {need} 份", met, reason, have, need)
 
 
 def _decision(stage: Stage, req: DecisionRecorded, facts: RunFacts) -> RequirementStatus:
@@ -232,7 +232,7 @@ def describe(req: object) -> str:
         ratio = (
             f"（且不少于党员人数的 {req.min_member_ratio:g} 倍）" if req.min_member_ratio else ""
         )
-        return f"至少 {req.min} 份群众测评{ratio}"
+        return f"至少 {req.min} 份群众评议表{ratio}"
     if isinstance(req, DecisionRecorded):
         return "录入评定等次" if req.needs_grade else "录入评定结果"
     return str(req)

@@ -69,7 +69,7 @@ def load_run(
         stmt = stmt.with_for_update(of=Run)
     row = session.exec(stmt).first()
     if row is None or (actor is not None and not actor.reaches(row[1].path)):
-        raise NotFound("支部进程不存在", details={"run_id": run_id})
+        raise NotFound("该创建进度不存在", details={"run_id": run_id})
     run, org, campaign, digest = row
     return RunContext(
         run, campaign, org, template_by_digest(session, campaign.template_version_id, digest)
@@ -94,7 +94,7 @@ def cas(session: Session, run: Run, **values: Any) -> None:
         .execution_options(synchronize_session=False)
     )
     if cast(CursorResult[Any], result).rowcount != 1:
-        raise ConcurrentUpdate("该支部进程刚被他人更新，请刷新后重试", details={"run_id": run.id})
+        raise ConcurrentUpdate("该创建进度刚被他人更新，请刷新后重试", details={"run_id": run.id})
     # Mirror the committed values on the loaded object without marking it dirty (no re-SELECT).
     for key, value in {"version": run.version + 1, **values}.items():
         set_committed_value(run, key, value)

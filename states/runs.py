@@ -171,10 +171,10 @@ def request_advance(
     ctx = load_run(session, run_id, actor)
     run = ctx.run
     if expected_version is not None and expected_version != run.version:
-        raise ConcurrentUpdate("该支部进程已被他人更新，请刷新后重试")
+        raise ConcurrentUpdate("该创建进度已被他人更新，请刷新后重试")
     on_behalf = _acting_as(ctx, actor)
     if run.stage == DONE:
-        raise Conflict("该进程已完成全部阶段", details={"rule": "done"})
+        raise Conflict("该创建进度已完成全部阶段", details={"rule": "done"})
     if run.pending_request_id is not None:
         raise Conflict(
             f"已有待审批的申请（#{run.pending_request_id}），请等待审批或先撤回",
@@ -230,7 +230,7 @@ def request_extension(
     if not reason:
         raise InvalidInput("申请延期须说明理由", details=[{"field": "reason"}])
     if run.stage == DONE:
-        raise Conflict("该进程已完成，无需延期", details={"rule": "done"})
+        raise Conflict("该创建进度已完成，无需延期", details={"rule": "done"})
     if new_deadline.tzinfo is None:
         raise InvalidInput("新的截止时间须带时区", details=[{"field": "new_deadline"}])
     if run.deadline is not None and new_deadline <= run.deadline:
@@ -375,7 +375,7 @@ def _apply_advance(
 ) -> None:
     run = ctx.run
     if run.stage != req.from_stage:
-        raise Conflict("进程阶段已变化，此申请已失效", details={"rule": "stale_request"})
+        raise Conflict("所处阶段已变化，此申请已失效", details={"rule": "stale_request"})
     outcome = _advance_or_raise(session, ctx)
     _close(session, req, RequestStatus.APPROVED, now)
     _cas(session, run, pending_request_id=None, **_enter(session, ctx, outcome.state, now))
@@ -504,10 +504,10 @@ def send_back(
         raise InvalidInput("退回须填写意见", details=[{"field": "reason"}])
     ctx = load_run(session, run_id, actor)
     if not actor.holds_above(ctx.org.path, SUPERIOR_ROLES):
-        raise Forbidden("只有上级党组织委员可以退回进程")
+        raise Forbidden("只有上级党组织委员可以退回创建进度")
     from_stage = ctx.run.stage
     if from_stage == DONE:
-        raise Conflict("该进程已完成，不能退回", details={"rule": "done"})
+        raise Conflict("该创建进度已完成，不能退回", details={"rule": "done"})
     outcome = fire(ctx.tpl, from_stage, RETURN_PREFIX + to_stage)
     now = now or utcnow()
     pending = (

@@ -96,9 +96,9 @@ def test_operator_flow(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-
         str(schedule),
     )
     assert r.exit_code == 0, r.output
-    assert "2 个支部进程" in r.output
+    assert "2 个支部的创建进度" in r.output
     r = cli("campaign", "status", "1")
-    assert r.exit_code == 0 and "宣传发动" in r.output and "共 2 个支部进程" in r.output
+    assert r.exit_code == 0 and "宣传发动" in r.output and "共 2 个支部的创建进度" in r.output
     assert cli("campaign", "status", "99").exit_code == 1
     r = cli("audit", "verify")
     assert r.exit_code == 0 and "审计链完整" in r.output
@@ -140,7 +140,7 @@ def test_demo_twice(cli) -> None:  # type: ignore[no-untyped-def]
     second = cli("demo")
     assert second.exit_code == 0 and "已存在" in second.output
     status = cli("campaign", "status", "1")
-    assert "共 21 个支部进程" in status.output
+    assert "共 21 个支部的创建进度" in status.output
     assert "逾期" in status.output and "待审批" in status.output
     assert cli("campaign", "list").output.count("创先争优（演示）") == 1
     assert cli("audit", "verify").exit_code == 0
@@ -169,7 +169,7 @@ def test_templates_commands() -> None:
     assert listing.exit_code == 0
     assert "宣传发动 → 公开承诺 → 全面争创 → 领导点评 → 群众评议 → 评选表彰" in listing.output
     shown = runner.invoke(main, ["templates", "show", "jinwei_shengji"])
-    assert "至少 10 份群众测评（且不少于党员人数的 0.8 倍）" in shown.output
+    assert "至少 10 份群众评议表（且不少于党员人数的 0.8 倍）" in shown.output
     assert "审批：上级 → 最近的党委" in shown.output and "录入评定等次" in shown.output
     sqsy = runner.invoke(main, ["templates", "show", "sqsy_fuwuxing"]).output
     assert "[08-01 ~ 12-25]" in sqsy and "至少 1 项自查报告（材料）" in sqsy

@@ -129,7 +129,7 @@ def test_appraisal_needs_member_ratio() -> None:
     tpl = builtin_templates()["jinwei_shengji"]
     (status,) = evaluate(tpl.stage("public_rating"), RunFacts(40, {("appraisal", "满意"): 20}))
     assert not status.met
-    assert status.reason == "群众测评：已收到 20 份测评，至少需要 32 份"
+    assert status.reason == "群众评议：已收到 20 份群众评议表，至少需要 32 份"
 
 
 def test_grade_required_for_grading() -> None:

@@ -259,7 +259,9 @@ def test_launch_preview_number_equals_the_runs_created(world: World) -> None:
         assert runs == shown
         assert all("date" in spec for spec in campaign.schedule.values())
     dashboard = client.get(r.headers["location"])
-    assert dashboard.status_code == 200 and "活动已发起：创建了 3 个支部进程" in dashboard.text
+    assert (
+        dashboard.status_code == 200 and "活动已发起：创建了 3 个支部的创建进度" in dashboard.text
+    )
     # Confirming the same preview again (a double click) launches nothing more.
     again = client.post("/campaigns/new", data=confirm)
     assert again.status_code == 303 and again.headers["location"] == f"/campaigns/{cid}"
@@ -611,7 +613,7 @@ def test_browser_launch_through_preview_to_confirm(
         shot(p, "committee-launch-preview")
         p.click("button[value=confirm]")
         p.wait_for_url("**/campaigns/*")
-        assert p.locator(".flash-success").text_content() == "活动已发起：创建了 3 个支部进程"
+        assert p.locator(".flash-success").text_content() == "活动已发起：创建了 3 个支部的创建进度"
         counts = [int(el.text_content() or "0") for el in p.locator("[data-stage-count]").all()]
         assert sum(counts) == runs
         assert p.locator("h1").text_content() == "创先争优（浏览器测试）"

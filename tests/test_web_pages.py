@@ -342,7 +342,8 @@ def test_the_desk_shows_runs_deadlines_and_unread_notices(world: World) -> None:
         )
     sec = web_user(w.client.app, "sec_s1")
     desk = sec.get("/").text
-    assert "内科第一党支部" in desk and "宣传发动：尚未记录动员大会" in desk
+    assert "内科第一党支部" in desk and "尚未记录动员大会" in desk
+    assert "宣传发动：尚未记录" not in desk  # the stage is not repeated before each item
     assert re.search(r'badge badge-green"[^>]*>剩 \d+ 天<', desk)
     assert "截止提醒&lt;i&gt;" in desk and "别人的消息" not in desk
     # Someone else's notice looks missing; mine gets marked read and leaves the desk.

@@ -61,7 +61,7 @@ def campaign_launch(
     with work() as s:
         tpl = get_template(template_key)
         total = count_participants(s, get_org_by_code(s, root_code), kind_list or tpl.participants)
-        with click.progressbar(length=max(total, 1), label="创建支部进程 / creating runs") as bar:
+        with click.progressbar(length=max(total, 1), label="创建进度 / creating runs") as bar:
             camp = launch_campaign(
                 s,
                 template_key=template_key,
@@ -73,7 +73,7 @@ def campaign_launch(
                 allow_past=allow_past,
             )
     click.secho(
-        f"活动 #{camp.id}「{camp.name}」已发起：{camp.run_count} 个支部进程 / "
+        f"活动 #{camp.id}「{camp.name}」已发起：{camp.run_count} 个支部的创建进度 / "
         f"campaign {camp.id} launched with {camp.run_count} runs",
         fg="green",
     )
@@ -88,7 +88,9 @@ def campaign_status_cmd(campaign_id: int) -> None:
 
     with work() as s:
         status = campaign_status(s, get_campaign(s, campaign_id))
-    click.secho(f"#{status.campaign_id} {status.name}：共 {status.total} 个支部进程", bold=True)
+    click.secho(
+        f"#{status.campaign_id} {status.name}：共 {status.total} 个支部的创建进度", bold=True
+    )
     width = max(status.total, 1)
     width_names = max(len(st.name) for st in status.stages)
     for st in status.stages:
@@ -118,5 +120,5 @@ def campaign_list() -> None:
         click.echo("还没有活动 / no campaigns yet")
     for c in rows:
         click.echo(
-            f"#{c.id}  {c.name}  [{c.template_key} v{c.template_version}]  {c.run_count} 个进程"
+            f"#{c.id}  {c.name}  [{c.template_key} v{c.template_version}]  {c.run_count} 份创建进度"
         )

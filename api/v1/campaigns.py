@@ -51,14 +51,14 @@ def _schedule(body: S.CampaignIn) -> dict[str, object] | None:
 
 @router.post(
     "/campaigns/preview",
-    summary="预览发起活动：将创建多少个支部进程",
+    summary="预览发起活动：将创建多少个支部的创建进度",
     response_model=S.PreviewOut,
     responses=responses(401, 403, 404, 422),
 )
 def preview(
     body: S.CampaignIn, actor: Actor = Depends(launchers), s: Session = Depends(reader)
 ) -> S.PreviewOut:
-    """不写入任何数据，只校验并返回将创建的进程数，供确认前查看。截止日期已过的阶段与发起时一样被拒绝（除非 allow_past）。"""
+    """不写入任何数据，只校验并返回将创建的创建进度数，供确认前查看。截止日期已过的阶段与发起时一样被拒绝（除非 allow_past）。"""
     tpl = get_template(body.template)
     root = visible_org(s, body.root_org_id, actor)
     kinds = _kinds(body, tpl.participants)
@@ -104,7 +104,7 @@ def create_campaign(
     actor: Actor = Depends(launchers),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    """在发起组织之下为每个参与组织创建一个支部进程（一次性批量写入）。须为该组织或其上级的组织员或管理员。
+    """在发起组织之下为每个参与组织创建一份创建进度（一次性批量写入）。须为该组织或其上级的组织员或管理员。
 
     日程中有截止日期已过的阶段时返回 422 并列出各阶段及其截止日期，除非 `allow_past` 为 true。
     """
@@ -160,7 +160,7 @@ def get_campaign(
 
 @router.get(
     "/campaigns/{campaign_id}/runs",
-    summary="活动中的支部进程",
+    summary="活动中各支部的创建进度",
     response_model=S.Page[S.RunBrief],
     responses=responses(401, 403, 404, 422),
 )

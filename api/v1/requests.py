@@ -107,7 +107,7 @@ def return_request(
     actor: Actor = Depends(authenticated),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    """退回须填写意见；可同时把进程退回到此前某一阶段（to_stage）。"""
+    """退回须填写意见；可同时把创建进度退回到此前某一阶段（to_stage）。"""
 
     def change(s: Session) -> S.RequestOut:
         runs.return_request(

@@ -19,7 +19,7 @@ from states.queries import evidence_of
 from states.timeutil import format_local, utcnow
 from states.users import Actor
 
-router = APIRouter(prefix="/api/v1", tags=["支部进程"])
+router = APIRouter(prefix="/api/v1", tags=["创建进度"])
 
 
 def run_out(s: Session, run_id: int, actor: Actor) -> S.RunOut:
@@ -45,7 +45,7 @@ def run_out(s: Session, run_id: int, actor: Actor) -> S.RunOut:
 
 @router.get(
     "/runs/{run_id}",
-    summary="支部进程详情：阶段、期限、条件清单、待审批申请、可执行操作",
+    summary="创建进度详情：阶段、期限、条件清单、待审批申请、可执行操作",
     response_model=S.RunOut,
     responses=responses(401, 404, 422),
 )
@@ -74,7 +74,7 @@ def add_evidence(
     actor: Actor = Depends(authenticated),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    """按类型录入会议、承诺、活动、点评、测评、评定或文件材料；须为本组织书记、委员，或上级委员代办。"""
+    """按类型录入会议、承诺、活动、点评、群众评议、评定或文件材料；须为本组织书记、委员，或上级委员代办。"""
 
     def change(s: Session) -> S.EvidenceOut:
         ev = records.record(
@@ -175,7 +175,7 @@ def reusable_evidence(
 
 @router.get(
     "/runs/{run_id}/evidence",
-    summary="本进程已录入的材料",
+    summary="本创建进度已录入的材料",
     response_model=S.Page[S.EvidenceOut],
     responses=responses(401, 404, 422),
 )
@@ -245,7 +245,7 @@ def request_extension(
 
 @router.post(
     "/runs/{run_id}/send-back",
-    summary="上级把进程退回到此前阶段",
+    summary="上级把创建进度退回到此前阶段",
     response_model=S.RunOut,
     responses=responses(401, 403, 404, 409, 422),
 )
@@ -256,7 +256,7 @@ def send_back(
     actor: Actor = Depends(authenticated),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    """上级党组织委员填写意见，把进程退回到此前某一阶段（同时退回待审批的申请）。"""
+    """上级党组织委员填写意见，把创建进度退回到此前某一阶段（同时退回待审批的申请）。"""
 
     def change(s: Session) -> S.RunOut:
         runs.send_back(s, run_id=run_id, actor=actor, to_stage=body.to_stage, reason=body.reason)
@@ -267,7 +267,7 @@ def send_back(
 
 @router.get(
     "/runs/{run_id}/history",
-    summary="进程历史（审计记录，最新在前）",
+    summary="创建进度历史（审计记录，最新在前）",
     response_model=S.Page[S.HistoryItem],
     responses=responses(401, 404, 422),
 )

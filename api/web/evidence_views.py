@@ -19,7 +19,7 @@ KIND_LABELS = {
     "commitment": "承诺",
     "activity": "活动",
     "review": "领导点评",
-    "appraisal": "群众测评",
+    "appraisal": "群众评议",
     "decision": "评定结果",
     "document": "文件",
     "self_assessment": "自评",

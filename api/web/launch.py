@@ -439,5 +439,5 @@ def launch_confirm(
             with read_session(engine) as s:
                 return _page(request, s, actor, form, status_code=422)
         raise
-    flash(request, f"活动已发起：创建了 {body['runs']} 个支部进程")
+    flash(request, f"活动已发起：创建了 {body['runs']} 个支部的创建进度")
     return redirect(f"/campaigns/{body['id']}")

@@ -46,7 +46,7 @@ def accepted_kinds(stage: Stage) -> list[str]:
 
 def _open_stage(ctx: RunContext) -> Stage:
     if ctx.run.stage == DONE:
-        raise Conflict("该进程已完成，不能再补录材料", details={"rule": "done"})
+        raise Conflict("该创建进度已完成，不能再补录材料", details={"rule": "done"})
     return ctx.tpl.stage(ctx.run.stage)
 
 

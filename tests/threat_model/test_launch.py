@@ -141,4 +141,4 @@ def test_cli_refuses_past_deadlines_with_exit_2(
     assert "全面争创" in r.output and _days_ago(2) in r.output
     assert "0 个" not in r.output and "已发起" not in r.output
     r = runner.invoke(main, [*args, "--schedule", str(schedule), "--allow-past"])
-    assert r.exit_code == 0 and "个支部进程" in r.output, r.output
+    assert r.exit_code == 0 and "个支部的创建进度" in r.output, r.output
