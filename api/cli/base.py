@@ -1,21 +1,26 @@
-"""The `dangjian` command line: the root group and what every command group shares."""
+"""The `dangjian` command line: the root group and what every command group shares.
+
+Kept light on purpose: `dangjian --help` must start fast, so nothing here imports SQLAlchemy,
+SQLModel or `states` at module level, and the root group loads each command module only when
+that command is asked for (`LazyGroup`, fed by the table in `api.cli`).
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
 
-from states.errors import DomainError, InvalidInput
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlmodel import Session
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Warnings reach the user once, through `friendly`; keep logging's last-resort handler quiet.
@@ -53,6 +58,10 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        from states.errors import DomainError, InvalidInput
+
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -104,7 +113,48 @@ def work() -> Iterator[Session]:
         yield session
 
 
-@click.group(context_settings=CONTEXT)
+class Lazy(NamedTuple):
+    """A top-level command: the module that defines it and its one-line help."""
+
+    module: str
+    summary: str
+
+
+class LazyGroup(click.Group):
+    """A group whose top-level commands are imported only when one of them is used.
+
+    `lazy` maps each command name to its module and one-line help; `--help` lists them from
+    that table without importing anything. Importing a module registers its commands on `main`.
+    """
+
+    lazy: Mapping[str, Lazy] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.lazy) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            importlib.import_module(self.lazy[cmd_name].module)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = [(name, self._short_help(name, limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def _short_help(self, name: str, limit: int) -> str:
+        cmd = self.commands.get(name)
+        if cmd is not None:
+            return cmd.get_short_help_str(limit)
+        # Shortened exactly as click shortens the loaded command's help.
+        return click.Command(name, help=self.lazy[name].summary).get_short_help_str(limit)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.version_option(package_name="dangjian-flow", prog_name="dangjian")
 def main() -> None:
     """dangjian-flow：基层党组织创建活动流程服务 / campaign workflows for grassroots Party organisations.
