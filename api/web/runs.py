@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
@@ -70,6 +70,7 @@ EVIDENCE_EVENTS = {
 REQUEST_KIND_LABELS = {"advance": "推进申请", "extension": "延期申请"}
 #: Amber when this many working days or fewer are left.
 AMBER_WORKING_DAYS = 3
+HISTORY_PAGE = 20  # history events per page on the run page
 
 
 # --------------------------------------------------------------------------- view helpers
@@ -213,7 +214,7 @@ def describe_event(
     if action == "request.returned":
         what = "退回延期申请" if d.get("kind") == "extension" else "退回推进申请"
         if d.get("to_stage"):
-            what += f"，进程退回到「{_stage(tpl, d.get('to_stage'))}」"
+            what += f"，创建进度退回到「{_stage(tpl, d.get('to_stage'))}」"
         return what, str(d.get("reason") or "")
     if action == "request.withdrawn":
         return "撤回" + REQUEST_KIND_LABELS.get(str(d.get("kind")), "申请"), ""
@@ -230,7 +231,12 @@ def describe_event(
 
 
 def run_context(
-    session: Session, ctx: RunContext, actor: Actor, now: datetime, cal: WorkCalendar
+    session: Session,
+    ctx: RunContext,
+    actor: Actor,
+    now: datetime,
+    cal: WorkCalendar,
+    history_page: int = 1,
 ) -> dict[str, Any]:
     """Everything the run page shows, read in one session."""
     run, tpl = ctx.run, ctx.tpl
@@ -257,7 +263,10 @@ def run_context(
         session, {r.requested_by for r in (pending, pending_ext) if r is not None}
     )
     items, _ = evidence_of(session, run.id or 0, stage=run.stage, limit=200)
-    events, total_events = runs.history(session, run.id or 0, actor, limit=100)
+    pages, history_page = _history_pages(session, run.id or 0, actor, history_page)
+    events, total_events = runs.history(
+        session, run.id or 0, actor, limit=HISTORY_PAGE, offset=(history_page - 1) * HISTORY_PAGE
+    )
     who = users_by_id(session, {e.actor_id for e in events if e.actor_id})
     subjects = [str((e.data or {}).get("subject") or "") for e in events]
     names = member_names(
@@ -305,10 +314,19 @@ def run_context(
         "returned": last_return(session, run),
         "history": history,
         "history_total": total_events,
+        "history_page": history_page,
+        "history_pages": pages,
         "min_extension": (
             local_date(run.deadline).isoformat() if run.deadline else local_date(now).isoformat()
         ),
     }
+
+
+def _history_pages(session: Session, run_id: int, actor: Actor, wanted: int) -> tuple[int, int]:
+    """How many history pages the run has, and the wanted page clamped into them."""
+    _, total = runs.history(session, run_id, actor, limit=0)
+    pages = max(1, -(-total // HISTORY_PAGE))
+    return pages, min(max(wanted, 1), pages)
 
 
 def _may_record(session: Session, ctx: RunContext, actor: Actor, kind: str) -> bool:
@@ -330,12 +348,13 @@ def render_run(
     extension: dict[str, Any] | None = None,
     advance_comment: str = "",
     status_code: int = 200,
+    history_page: int = 1,
 ) -> Response:
     now = utcnow()
     # Rendered inside the session: the rows are read lazily and expire when it closes.
     with read_session(request.app.state.engine) as s:
         ctx = runs.load_run(s, run_id, actor)
-        page = run_context(s, ctx, actor, now, load_calendar(s))
+        page = run_context(s, ctx, actor, now, load_calendar(s), history_page)
         given = forms or {}
         page["forms"] = [
             given.get(k)
@@ -359,8 +378,13 @@ def render_run(
 
 
 @router.get("/runs/{run_id}")
-def run_page(run_id: IdPath, request: Request, actor: Actor = Depends(web.page_actor)) -> Response:
-    return render_run(request, run_id, actor)
+def run_page(
+    run_id: IdPath,
+    request: Request,
+    actor: Actor = Depends(web.page_actor),
+    history_page: int = Query(1, ge=1, le=100_000, description="历史记录页码（每页 20 条）"),
+) -> Response:
+    return render_run(request, run_id, actor, history_page=history_page)
 
 
 # --------------------------------------------------------------------------- forms
