@@ -39,8 +39,11 @@ def test_every_command_has_help() -> None:
         result = runner.invoke(main, [*path, "--help"])
         assert result.exit_code == 0, path
         assert "Usage" in result.output
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
+        if isinstance(cmd, click.Group):  # commands load lazily: ask the group, not .commands
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None, [*path, name]
                 walk(sub, [*path, name])
 
     walk(main, [])

@@ -402,10 +402,10 @@ def test_the_top_bar_follows_the_roles(world: World) -> None:
         bar = html.split('<nav class="nav"', 1)[1].split("</nav>", 1)[0]
         return re.findall(r">([^<>\s]+)</a>", bar)
 
-    assert nav("sec_s1") == ["工作台"]
-    assert nav("com_g1") == ["工作台", "审批", "活动"]
-    assert nav("admin_b") == ["工作台", "审批", "活动", "组织"]
-    assert nav("org_b") == ["工作台", "活动", "组织"]
+    assert nav("sec_s1") == ["工作台", "消息"]
+    assert nav("com_g1") == ["工作台", "审批", "活动", "消息"]
+    assert nav("admin_b") == ["工作台", "审批", "活动", "组织", "消息"]
+    assert nav("org_b") == ["工作台", "活动", "组织", "消息"]
 
 
 def test_a_superior_sees_the_run_but_records_a_review_only_in_its_stage(world: World) -> None:
