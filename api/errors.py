@@ -21,6 +21,7 @@ from states.errors import (
     InvalidInput,
     NotFound,
     RateLimited,
+    TooLarge,
     Unauthenticated,
 )
 
@@ -40,6 +41,7 @@ STATUS: list[tuple[type[DomainError], int]] = [
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (TooLarge, 413),  # before InvalidInput, its base
     (InvalidInput, 422),
     (RateLimited, 429),
 ]

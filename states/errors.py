@@ -58,6 +58,12 @@ class Unauthenticated(DomainError):
     code = "unauthenticated"
 
 
+class TooLarge(InvalidInput):
+    """A file, or what it unpacks to, is over a size limit (answered 413)."""
+
+    code = "too_large"
+
+
 class RateLimited(DomainError):
     """Too many attempts; `retry_after` says how many seconds to wait."""
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from states.errors import InvalidInput
+from states.errors import InvalidInput, TooLarge
 
 MIB = 1024 * 1024
 
@@ -48,12 +48,6 @@ class SheetLimits:
         """The defaults, with the row limit from `DANGJIAN_IMPORT_MAX_ROWS` when it is set."""
         raw = os.environ.get("DANGJIAN_IMPORT_MAX_ROWS", "").strip()
         return cls(max_rows=int(raw)) if raw.isdecimal() and int(raw) > 0 else cls()
-
-
-class TooLarge(InvalidInput):
-    """The file, or what it unpacks to, is over a size limit (answered 413)."""
-
-    code = "too_large"
 
 
 @dataclass

@@ -33,13 +33,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api import schemas as S
 from api.deps import IdPath, Page, page, reader
-from api.errors import error_body, responses
+from api.errors import responses
 from api.security import authenticated
 from states.attachments.service import (
     MAX_BYTES,
     Received,
     Stored,
-    TooLarge,
     attach,
     attachment_in_reach,
     attachments_of,
@@ -285,10 +284,7 @@ async def add_attachment(
     （JPEG、PNG、GIF、WebP、PDF、DOCX、XLSX、PPTX、DOC、XLS、PPT），与扩展名无关；其他类型返回 422
     并指出文件名，超过 10 MB 返回 413，第 21 个返回 409。同一文件再次上传到同一材料返回已有附件（200）。
     附件不是任何条件的必需项。"""
-    try:
-        row, created = await upload(request, evidence_id, actor)
-    except TooLarge as exc:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=413)
+    row, created = await upload(request, evidence_id, actor)
     body = attachment_out(row).model_dump(mode="json")
     return JSONResponse(body, status_code=201 if created else 200)
 

@@ -31,7 +31,7 @@ from states.members.models import STATUSES, Member
 from states.members.queries import RosterFilter, roster_page
 from states.members.service import import_scope, may_import, sees_phone, shown_phone
 from states.models import Organisation, Role
-from states.sheets import SheetLimits, TooLarge
+from states.sheets import SheetLimits
 from states.users import Actor
 
 router = APIRouter(prefix="/api/v1", tags=["党员名册"])
@@ -122,8 +122,6 @@ async def import_roster(
     支部不在管辖范围内、含身份证号）。上限与组织导入相同：文件 10 MB、200,000 行，超出大小返回 413。"""
     try:
         return await run_in_thread(request, actor, idem, org_id, file)
-    except TooLarge as exc:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=413)
     except ImportBusy:
         body = error_body("busy", BUSY_MESSAGE)
         return JSONResponse(body, status_code=503, headers={"Retry-After": "10"})

@@ -32,7 +32,7 @@ from states.members.queries import member_count, member_counts
 from states.models import ORG_KINDS, Organisation, Role
 from states.orgs import subtree_filter
 from states.queries import org_page
-from states.sheets import SheetLimits, TooLarge
+from states.sheets import SheetLimits
 from states.users import Actor
 
 router = APIRouter(prefix="/api/v1", tags=["组织"])
@@ -193,8 +193,6 @@ async def import_file(
         raise InvalidInput(message, details=[{"field": "file"}])
     try:
         return await run_in_threadpool(_import, request, actor, idem, file.file, suffix)
-    except TooLarge as exc:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=413)
     except ImportBusy:
         body = error_body("busy", BUSY_MESSAGE)
         return JSONResponse(body, status_code=503, headers={"Retry-After": "10"})

@@ -23,7 +23,7 @@ from states import audit
 from states.attachments.sniff import FileType, safe_filename, sniff
 from states.attachments.storage import Storage, put_bytes
 from states.attachments.thumbs import thumbnail
-from states.errors import Conflict, Forbidden, InvalidInput, NotFound
+from states.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
 from states.models import Attachment, Evidence, Organisation, Role
 from states.users import Actor
 
@@ -31,12 +31,6 @@ MAX_BYTES = 10 * 1024 * 1024
 MAX_PER_RECORD = 20
 ATTACH_ROLES = frozenset({Role.SECRETARY, Role.COMMITTEE, Role.ADMIN})
 ABOVE_ROLES = frozenset({Role.COMMITTEE, Role.ADMIN})
-
-
-class TooLarge(InvalidInput):
-    """A file over `MAX_BYTES` (answered 413)."""
-
-    code = "too_large"
 
 
 def too_large(filename: str | None = None) -> TooLarge:
