@@ -578,3 +578,4 @@ class Bulletin(SQLModel, table=True):
 
 # The roster lives in its own package; importing it here registers its table with the rest.
 from states.members.models import Member  # noqa: E402, F401
+from states.sso.models import SsoIdentity, SsoState  # noqa: E402, F401
