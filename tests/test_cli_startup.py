@@ -110,3 +110,13 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["no-such-command"])
     assert result.exit_code == 2
     assert "No such command" in result.output
+
+
+def test_a_subcommands_help_loads_no_database_library() -> None:
+    """`dangjian users add --help` and its kind answer before SQLAlchemy or Alembic is imported:
+    the command modules import the database layer inside the commands, not at the top."""
+    database = {"sqlalchemy", "sqlmodel", "alembic", "fastapi", "prefect", "pydantic", "uvicorn"}
+    for name in sorted({lazy.module for lazy in COMMANDS.values()}):
+        probe = f"import {name}, json, sys\nprint(json.dumps(sorted(sys.modules)))"
+        loaded = {n.split(".")[0] for n in json.loads(_fresh(probe).strip().splitlines()[-1])}
+        assert loaded & database == set(), name

@@ -34,3 +34,10 @@ def test_downgrade_and_upgrade_again(engine: Engine) -> None:
     upgrade(engine)
     assert is_up_to_date(engine)
     assert "audit_event" in inspect(engine).get_table_names()
+
+
+def test_shipped_head_read_from_the_files_equals_alembics(engine: Engine) -> None:
+    from states.schema_version import database_revision, shipped_head
+
+    assert shipped_head() == head_revision() is not None
+    assert database_revision(engine) == current_revision(engine) == shipped_head()

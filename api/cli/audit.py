@@ -6,7 +6,6 @@ from datetime import date
 from typing import Any
 
 import click
-from sqlmodel import col, func, select
 
 from api.cli.base import CONTEXT, fail, friendly, main, work
 
@@ -65,6 +64,8 @@ def calendar_override(day: Any, is_workday: bool, note: str | None) -> None:
 @friendly
 def calendar_check(year: int) -> None:
     """检查某年是否有官方节假日数据 / does the calendar cover YEAR?"""
+    from sqlmodel import col, func, select
+
     from states.models import CalendarOverride
     from states.workcal import covered
 

@@ -92,10 +92,10 @@ def _internal(message: Warning | str) -> bool:
 
 def require_schema(engine: Engine) -> None:
     """Exit with a clear message when the database is not migrated to the newest schema."""
-    from states.migrate import current_revision, head_revision
+    from states.schema_version import database_revision, shipped_head
 
-    current = current_revision(engine)
-    if current != head_revision():
+    current = database_revision(engine)
+    if current != shipped_head():
         fail(
             f"数据库尚未升级到最新结构（当前：{current or '空库'}）。请先运行 `dangjian db upgrade`。\n"
             f"The database schema is not up to date ({current or 'empty'}); run `dangjian db upgrade`."

@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 import yaml
-from sqlmodel import col, select
 
 from api.cli.base import CONTEXT, friendly, main, work
 from states.errors import InvalidInput
@@ -112,6 +111,8 @@ def campaign_status_cmd(campaign_id: int) -> None:
 @friendly
 def campaign_list() -> None:
     """列出活动 / list campaigns."""
+    from sqlmodel import col, select
+
     from states.models import Campaign
 
     with work() as s:

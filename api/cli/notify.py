@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import click
-from sqlmodel import col, select
 
 from api.cli.base import CONTEXT, cli_engine, fail, friendly, main, require_schema, work
 
@@ -115,6 +114,8 @@ def notify_send_pending(batch: int, drain_all: bool) -> None:
 @friendly
 def notify_failures(limit: int) -> None:
     """最近永久失败的投递及原因 / recent permanent delivery failures."""
+    from sqlmodel import col, select
+
     from states.models import Delivery, OutboxMessage
     from states.timeutil import format_local
 

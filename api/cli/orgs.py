@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from sqlmodel import col, select
 
 from api.cli.base import CONTEXT, fail, friendly, main, work
 
@@ -58,6 +57,8 @@ def orgs() -> None:
 @friendly
 def orgs_tree(root_code: str | None, depth: int | None) -> None:
     """显示组织树 / print the tree."""
+    from sqlmodel import col, select
+
     from states.models import Organisation
     from states.orgs import get_org_by_code, subtree
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.engine import Engine
 
 from api.cli.base import CONTEXT, cli_engine, fail, friendly, main, require_schema
 from states.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 SWEEP_DEFAULT = ("deadline_sweep", "approval_sla_sweep", "phase_schedule")
 FLOW_NAMES = (*SWEEP_DEFAULT, "weekly_bulletin", "deliver_notifications")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from sqlmodel import col, select
 
 from api.cli.base import CONTEXT, friendly, main, work
 
@@ -68,6 +67,8 @@ def users_grant(username: str, org_code: str, role: str) -> None:
 @friendly
 def users_list() -> None:
     """列出用户及其角色 / list users and their grants."""
+    from sqlmodel import col, select
+
     from states.models import Grant, Organisation, User
 
     with work() as s:
