@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from api.v1.auth import log_in
 from api.web import session as web
+from api.web.sso import login_buttons
 from states.db import read_session, unit_of_work
 from states.errors import RateLimited
 from states.models import User
@@ -29,7 +30,7 @@ def _login_page(
     return web.render(
         request,
         "login.html",
-        {"next": next_url, "username": username, "error": error},
+        {"next": next_url, "username": username, "error": error, "platforms": login_buttons()},
         status_code=status_code,
     )
 
