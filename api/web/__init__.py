@@ -15,6 +15,7 @@
 * `members`   – /orgs/{id}/members: the roster (党员名册) and its import
 * `notices`   – /notices (消息中心), /bulletins/{id}: every notice, read/resolved, links
 * `account`   – /account/password (修改密码), /orgs/{id}/users/{id}/password (重置密码)
+* `sso`       – /account (我的账号), sign-in with WeCom, DingTalk or Feishu (/sso/…)
 * `bulk`      – /runs/{id}/commitments, /runs/{id}/meeting: entry from the roster (党员名册)
 """
 
@@ -38,6 +39,7 @@ from api.web import (
     orgs,
     runs,
     session,
+    sso,
 )
 
 PAGES = (
@@ -55,6 +57,7 @@ PAGES = (
     members,
     notices,
     account,
+    sso,
 )
 
 
