@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, select
 
 from states import glossary
@@ -115,3 +116,27 @@ def test_after_a_return_the_desk_says_what_to_do_and_offers_reapplying(world: Wo
     assert "可以申请进入下一阶段" not in desk and ">重新申请</a>" in desk
     page = sec.get(f"/runs/{run_id}").text
     assert "重新申请进入下一阶段" in page and "可以申请进入下一阶段" not in page
+
+
+def test_pages_take_their_action_words_from_the_glossary(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Change a word in glossary.ACTIONS and the approval page, the run page and the
+    confirmation step all say the new word: none of them spells its own."""
+    w = world
+    sec = web_user(w.client.app, "sec_s1")
+    com = web_user(w.client.app, "com_g1")
+    run_id = w.runs["S1"]
+    sec.post(f"/runs/{run_id}/evidence", MEETING_FORM)
+    sec.post(f"/runs/{run_id}/advance", {"comment": "请审批"})
+    with Session(w.engine) as s:
+        req_id = s.execute(select(Request.id)).scalar_one()
+    monkeypatch.setitem(glossary.ACTIONS, "approve", "准予")
+    monkeypatch.setitem(glossary.ACTIONS, "return", "发还")
+    monkeypatch.setitem(glossary.ACTIONS, "withdraw", "收回")
+    approvals = com.get("/approvals").text
+    assert ">准予</button>" in approvals and ">发还</button>" in approvals
+    assert ">同意</button>" not in approvals and ">退回</button>" not in approvals
+    assert ">收回申请</button>" in sec.get(f"/runs/{run_id}").text
+    step = com.post(f"/approvals/{req_id}/return", {"reason": "请补充照片"})
+    assert step.status_code == 200 and "确认发还" in step.text and "确认退回" not in step.text

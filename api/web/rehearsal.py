@@ -19,6 +19,7 @@ from states import runs
 from states.catalog import DONE, Template
 from states.db import read_session
 from states.errors import Forbidden
+from states.glossary import ACTIONS
 from states.machines import stage_label
 from states.models import Organisation, RequestKind, RequestStatus
 from states.models import Request as RequestRow
@@ -39,22 +40,23 @@ class Preview:
 
     def confirmation(self, opinion: str, to_stage: str | None, next_url: str) -> Confirmation:
         approve = self.action == "approve"
+        word = ACTIONS[self.action]
         field = "opinion" if approve else "reason"
         hidden = {field: opinion, "next": next_url}
         if to_stage:
             hidden["to_stage"] = to_stage
         return Confirmation(
-            title="确认同意" if approve else "确认退回",
+            title=f"确认{word}",
             rows=[
                 ("组织", self.org_name),
                 ("活动", self.campaign_name),
                 ("申请", self.request_line),
-                ("审批意见" if approve else "退回意见", opinion or "（未填写）"),
+                ("审批意见" if approve else f"{word}意见", opinion or "（未填写）"),
             ],
             outcome=self.outcome,
             action=f"/approvals/{self.request_id}/{'approve' if approve else 'return'}",
             hidden=hidden,
-            confirm_label="确认同意" if approve else "确认退回",
+            confirm_label=f"确认{word}",
             danger=not approve,
         )
 
@@ -123,11 +125,11 @@ def withdraw_confirmation(
             ("提交时间", format_local(req.submitted_at)),
         ]
     return Confirmation(
-        title=f"确认撤回{kind}",
+        title=f"确认{ACTIONS['withdraw']}{kind}",
         rows=rows,
         outcome="撤回后这份申请作废，审批人不再处理；需要时可以修改后重新申请。",
         action=f"/runs/{run_id}/withdraw",
         hidden={"request_id": str(request_id)},
-        confirm_label="确认撤回",
+        confirm_label=f"确认{ACTIONS['withdraw']}",
         danger=True,
     )

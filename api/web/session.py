@@ -52,6 +52,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.security import AUTHENTICATED, PUBLIC, _declare
+from states import glossary
 from states.db import read_session
 from states.errors import DomainError, Forbidden, NotFound, RateLimited, Unauthenticated
 from states.models import ROLE_LABELS, Role
@@ -70,6 +71,8 @@ CSRF_FIELD = "csrf_token"
 NON_PAGE_PREFIXES = ("/api/", "/static/", "/docs", "/openapi.json", "/redoc", "/healthz")
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+#: The action words (同意, 退回, 撤回 …) every page reads from the one glossary.
+templates.env.globals["words"] = glossary.ACTIONS
 
 
 # --------------------------------------------------------------------------- template helpers
