@@ -77,6 +77,19 @@ RULES: dict[str, tuple[Audience, ...]] = {
     "campaign_launched": (Audience(Rel.TARGET, ORGANISERS), Audience(Rel.ORGANISER)),
 }
 
+#: Reminders and the overdue ladder of a stage owed above the branch (payload `owed`): the
+#: owing committee (the outbox row's org_id) is told, and the ladder climbs from it; the branch,
+#: which cannot do the superior's work, is told nothing.
+OWED_RULES: dict[str, tuple[Audience, ...]] = {
+    "reminder": (Audience(Rel.TARGET, COMMITTEE),),
+    "overdue": (
+        Audience(Rel.TARGET, COMMITTEE, 1),
+        Audience(Rel.TARGET_PARENT, COMMITTEE, 2),
+        Audience(Rel.CAMPAIGN_ROOT, ORGANISERS, 3),
+        Audience(Rel.ORGANISER, PERSON, 3),
+    ),
+}
+
 #: Event kinds that count as escalations (robots may deliver them in quiet hours).
 ESCALATIONS = frozenset({"overdue", "approval_sla"})
 
@@ -106,9 +119,10 @@ def level_of(msg: OutboxMessage) -> int:
         return 0
 
 
-def audiences(event_kind: str, level: int) -> list[Audience]:
+def audiences(event_kind: str, level: int, owed: bool = False) -> list[Audience]:
     """Return the audiences of one notice (unknown kinds reach the target's committee)."""
-    rules = RULES.get(event_kind, (Audience(Rel.TARGET, COMMITTEE),))
+    table = OWED_RULES if owed and event_kind in OWED_RULES else RULES
+    rules = table.get(event_kind, (Audience(Rel.TARGET, COMMITTEE),))
     return [a for a in rules if a.min_level <= level]
 
 
@@ -168,7 +182,7 @@ def resolve(session: Session, messages: Sequence[OutboxMessage]) -> dict[int, Re
         target = orgs.get(m.org_id or 0)
         pairs: list[tuple[int, frozenset[Role]]] = []
         persons: set[int] = set()
-        for aud in audiences(m.event_kind, level_of(m)):
+        for aud in audiences(m.event_kind, level_of(m), bool(m.payload.get("owed"))):
             if aud.rel == Rel.REQUESTER:
                 uid = requesters.get(int(m.payload.get("request_id") or 0))
                 if uid:

@@ -80,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
     "runs": 0,
     "sent_at": "",
     "link": None,
+    "owed": False,
+    "owner_name": "",
+    "owed_word": "",
 }
 
 #: Sample data for validating an override and for previews.

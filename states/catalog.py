@@ -17,6 +17,10 @@ from states.models import ORG_KINDS
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 STAGE_ID = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+#: Who owes a stage's work: the branch itself, the organisation approving its move out of the
+#: stage (the approval chain's first step), or the campaign's launching organisation.
+OWNERS = ("branch", "approver", "launcher")
+BRANCH = "branch"
 DONE = "done"
 DONE_LABEL = "已完成"
 EVIDENCE_KINDS = (
@@ -120,9 +124,14 @@ class Stage(_Strict):
     requirements: list[Requirement] = Field(default_factory=list)
     duration: Duration | None = None
     phase: Phase | None = None
+    owner: str = BRANCH
 
     @model_validator(mode="after")
     def _check(self) -> Stage:
+        if self.owner not in OWNERS:
+            raise ValueError(
+                f"阶段 {self.id} 的 owner 不合法：{self.owner!r}（可选：{'、'.join(OWNERS)}）"
+            )
         if not STAGE_ID.match(self.id) or self.id == DONE:
             raise ValueError(
                 f"阶段 id 不合法：{self.id!r}（小写字母开头，仅含小写字母、数字、下划线）"
@@ -213,6 +222,11 @@ class Template(_Strict):
         for kind in self.participants:
             if kind not in ORG_KINDS:
                 raise ValueError(f"未知的组织类型：{kind!r}")
+        for s in self.stages:
+            if s.owner == "approver" and self.chain_for(s.id)[0].parent is None:
+                raise ValueError(
+                    f"阶段 {s.id} 由审批组织负责（owner: approver），其审批链第一步须为 parent"
+                )
         return self
 
     def stage(self, stage_id: str) -> Stage:
@@ -239,9 +253,22 @@ class Template(_Strict):
         """Return the approval chain for leaving `stage_id`."""
         return self.approval.by_stage.get(stage_id, self.approval.default)
 
+    def owner_of(self, stage_id: str) -> str:
+        """Return who owes `stage_id`'s work (`branch` for DONE and unknown stages)."""
+        return next((s.owner for s in self.stages if s.id == stage_id), BRANCH)
+
+    @property
+    def owed_stages(self) -> dict[str, str]:
+        """Return {stage id: owner} of the stages whose work lies above the branch."""
+        return {s.id: s.owner for s in self.stages if s.owner != BRANCH}
+
     @cached_property
     def _digest(self) -> str:
-        body = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        data = self.model_dump(mode="json")
+        for stage in data["stages"]:  # a default owner leaves older versions' digests as they were
+            if stage.get("owner") == BRANCH:
+                del stage["owner"]
+        body = json.dumps(data, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
     def digest(self) -> str:

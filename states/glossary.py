@@ -7,7 +7,7 @@ replacement. `tests/test_glossary.py` scans the sources and rendered pages for r
 
 from __future__ import annotations
 
-from states.catalog import builtin_templates
+from states.catalog import Stage, builtin_templates
 
 #: What a run is called: 创建进度, or 进度 for short (never 进程, a computing word).
 RUN = "创建进度"
@@ -32,6 +32,34 @@ ACTIONS: dict[str, str] = {
     "review": "点评",
     "appraisal": APPRAISAL,
 }
+
+#: What a stage owed above the branch waits for, by stage id; else by the record it needs.
+OWED_BY_STAGE: dict[str, str] = {
+    "review": "点评",
+    "committee_rating": "考评",
+    "commend": "表彰决定",
+    "grading": "定级",
+}
+OWED_BY_EVIDENCE: dict[str, str] = {"review": "点评", "decision": "决定"}
+#: Who holds a run: the branch, an approver, or the superior owing the stage.
+HOLDER_BRANCH = "支部办理中"
+HOLDER_APPROVER = "待{approver}审批"
+HOLDER_ABOVE = "待上级{word}"
+#: The overdue counts by holder.
+OVERDUE_BY_HOLDER: dict[str, str] = {
+    "branch": "支部逾期",
+    "approver": "审批逾期",
+    "above": "上级逾期",
+}
+
+
+def owed_word(stage: Stage) -> str:
+    """The superior's action a stage owed above waits for (点评, 表彰决定, 定级, 决定 …)."""
+    if stage.id in OWED_BY_STAGE:
+        return OWED_BY_STAGE[stage.id]
+    kind = next((k for k in stage.evidence if k in OWED_BY_EVIDENCE), None)
+    return OWED_BY_EVIDENCE[kind] if kind else "办理"
+
 
 #: Retired word -> the word to use instead.
 RETIRED: dict[str, str] = {

@@ -28,91 +28,75 @@ day a phase opens, every run that has not yet finished it is told so (`phase_ope
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Date,
-    Integer,
     String,
     cast,
     func,
-    insert,
     literal,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from states.catalog import DONE, Template, from_definition
-from states.machines import stage_label
 from states.models import (
     Campaign,
     Decision,
-    Organisation,
-    OutboxMessage,
     Request,
     RequestStatus,
     Run,
     TemplateVersion,
     TimerFired,
 )
-from states.timeutil import ONE_DAY, UTCDateTime, end_of_local_day, format_local, local_date, utcnow
+from states.owners import open_above, owned_stages
+from states.timer_notices import (
+    APPROVAL_SLA,
+    EVENT_OF,
+    OVERDUE,
+    PHASE_OPEN,
+    REMINDER,
+    Fired,
+    Window,
+    enqueue,
+    fire_in_one_statement,
+    month_day,
+    outbox_rows,
+)
+from states.timeutil import ONE_DAY, UTCDateTime, end_of_local_day, local_date, utcnow
 from states.workcal import WorkCalendar, coverage_message, load_calendar, uncovered_years
+
+__all__ = [
+    "APPROVAL_SLA",
+    "BATCH",
+    "EVENT_OF",
+    "OVERDUE",
+    "PHASE_OPEN",
+    "REMINDER",
+    "Fired",
+    "Plan",
+    "Window",
+    "fire",
+    "fire_all",
+    "outbox_rows",
+    "plan_approvals",
+    "plan_deadlines",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Runs fired per statement (and per transaction).
 BATCH = 5000
-
-REMINDER = "reminder"
-OVERDUE = "overdue"
-APPROVAL_SLA = "approval_sla"
-PHASE_OPEN = "phase_open"
-#: The outbox event kind of each timer kind.
-EVENT_OF = {
-    REMINDER: "reminder",
-    OVERDUE: "overdue",
-    APPROVAL_SLA: "approval_sla",
-    PHASE_OPEN: "phase_opened",
-}
 #: How far back a ladder date is searched (a level can't be further than this from today).
 _LOOKBACK = 800
-
-
-@dataclass(frozen=True)
-class Window:
-    """Runs of `campaign_ids` whose timer instant falls in (`after`, `upto`] fire `kind`/`level`.
-
-    The instant is the run's deadline, except for approval SLAs (when the wait began). For
-    `phase_open`, `stage` names the phase and `stages` the stages a run may still be in.
-    """
-
-    kind: str
-    level: int
-    campaign_ids: tuple[int, ...]
-    upto: datetime
-    after: datetime | None = None
-    stage: str | None = None
-    stages: tuple[str, ...] = ()
-
-    def count_key(self) -> str:
-        """How reports count what this window fired (`overdue_L2`, `phase_open_L3`, …)."""
-        return f"{self.kind}_L{self.level}"
-
-    def describe(self) -> str:
-        span = f"{format_local(self.after)} – {format_local(self.upto)}"
-        what = f"{self.kind}:{self.stage}" if self.stage else self.kind
-        return f"{what} L{self.level} · {len(self.campaign_ids)} 个活动 · {span}"
 
 
 @dataclass
@@ -232,13 +216,14 @@ def plan_deadlines(session: Session, as_of: datetime) -> Plan:
             if lower is None or upto > lower:
                 plan.windows.append(Window(OVERDUE, level, tuple(sorted(cids)), upto, lower))
 
+    plan.windows = _split_by_owner(plan.windows, owned_stages(camps.templates))
     for cid, tpl in camps.templates.items():
         year = camps.years[cid]
         for index, stage in enumerate(tpl.stages):
             if stage.phase is None:
                 continue
-            opens = _month_day(stage.phase.opens, year)
-            closes = _month_day(stage.phase.closes, year)
+            opens = month_day(stage.phase.opens, year)
+            closes = month_day(stage.phase.closes, year)
             if opens <= today <= closes:
                 plan.windows.append(
                     Window(
@@ -254,9 +239,17 @@ def plan_deadlines(session: Session, as_of: datetime) -> Plan:
     return plan
 
 
-def _month_day(text: str, year: int) -> date:
-    month, day = (int(x) for x in text.split("-"))
-    return date(year, month, day)
+def _split_by_owner(windows: list[Window], owed: dict[int, tuple[str, ...]]) -> list[Window]:
+    """Split each window whose campaigns owe stages above the branch into the branch's side and
+    the side owed above (whose notices go to the owing committee)."""
+    out: list[Window] = []
+    for w in windows:
+        mine = tuple((cid, owed[cid]) for cid in w.campaign_ids if cid in owed)
+        if not mine:
+            out.append(w)
+            continue
+        out += [replace(w, owed=mine), replace(w, owed=mine, above=True)]
+    return out
 
 
 def plan_approvals(session: Session, as_of: datetime) -> Plan:
@@ -347,6 +340,9 @@ def _run_select(window: Window, as_of: datetime, now: datetime, limit: int) -> A
         ]
         if window.after is not None:
             conds.append(col(Run.deadline) > window.after)
+        if window.owed:
+            above = open_above(dict(window.owed))
+            conds.append(above if window.above else ~above)
     ts = UTCDateTime()
     return (
         select(
@@ -410,14 +406,6 @@ def _request_select(window: Window, as_of: datetime, now: datetime, limit: int) 
     )
 
 
-@dataclass(frozen=True)
-class Fired:
-    run_id: int
-    stage: str
-    due: datetime
-    ref: str
-
-
 def fire(session: Session, window: Window, as_of: datetime, *, limit: int = BATCH) -> int:
     """Fire up to `limit` due timers of `window`, with their notices; return how many fired.
 
@@ -435,13 +423,14 @@ def fire(session: Session, window: Window, as_of: datetime, *, limit: int = BATC
             col(TimerFired.run_id), col(TimerFired.stage), col(TimerFired.due), col(TimerFired.ref)
         )
     )
-    if window.kind in (REMINDER, OVERDUE) and session.get_bind().dialect.name == "postgresql":
-        return _fire_in_one_statement(session, window, as_of, stmt, now)
+    one_statement = window.kind in (REMINDER, OVERDUE) and not window.above
+    if one_statement and session.get_bind().dialect.name == "postgresql":
+        return fire_in_one_statement(session, window, as_of, stmt, now)
     fired = [Fired(*row) for row in session.execute(stmt).all()]
     if not fired:
         return 0
-    _enqueue(session, window, as_of, fired)
-    if window.kind == OVERDUE:
+    enqueue(session, window, as_of, fired)
+    if window.kind == OVERDUE and not window.above:  # the branch's own ladder level
         session.execute(
             update(Run)
             .where(
@@ -453,219 +442,6 @@ def fire(session: Session, window: Window, as_of: datetime, *, limit: int = BATC
             .values(escalation_level=window.level)
         )
     return len(fired)
-
-
-def _fire_in_one_statement(
-    session: Session, window: Window, as_of: datetime, insert_timers: Any, now: datetime
-) -> int:
-    """PostgreSQL: fire a reminder or overdue batch in one statement, notices built in SQL.
-
-    `WITH fired AS (INSERT INTO timer_fired … RETURNING …), bumped AS (UPDATE run … FROM fired),
-    sent AS (INSERT INTO outbox SELECT … json_build_object(…) FROM fired JOIN run …)`: no row
-    crosses into Python. The payload is the one `_enqueue` builds (checked by the tests, which run
-    the same sweeps on SQLite through `_enqueue`); what needs the calendar or the templates
-    (working days left, stage names) comes in as small JSON maps.
-    """
-    today = local_date(as_of)
-    fired = insert_timers.cte("fired")
-    campaigns = _templates_of(session, window.campaign_ids)
-    names = {
-        str(cid): {stage.id: stage_label(tpl, stage.id) for stage in tpl.stages}
-        for cid, (_, tpl) in campaigns.items()
-    }
-    local_due = func.timezone("Asia/Shanghai", fired.c.due)
-    due_day = func.to_char(local_due, "YYYY-MM-DD")
-    fields: list[Any] = [
-        "run_id",
-        fired.c.run_id,
-        "campaign_id",
-        col(Run.campaign_id),
-        "campaign",
-        col(Campaign.name),
-        "org_code",
-        col(Organisation.code),
-        "org_name",
-        col(Organisation.name),
-        "stage",
-        cast(literal(json.dumps(names)), JSONB)[cast(col(Run.campaign_id), String)].op("->>")(
-            fired.c.stage
-        ),
-        "level",
-        literal(window.level),
-        "deadline",
-        func.to_char(local_due, "YYYY-MM-DD HH24:MI"),
-    ]
-    if window.kind == REMINDER:
-        cal = load_calendar(session)
-        first = today if window.after is None else local_date(window.after)
-        days = {}
-        day = first
-        while day <= local_date(window.upto):
-            days[str(day)] = cal.working_days_between(today, day)
-            day += ONE_DAY
-        fields += [
-            "days_left",
-            cast(cast(literal(json.dumps(days)), JSONB).op("->>")(due_day), Integer),
-        ]
-    else:
-        fields += ["days_overdue", literal(today) - cast(local_due, Date)]
-    event = EVENT_OF[window.kind]
-    key = func.concat(
-        f"{event}:",
-        fired.c.run_id,
-        ":",
-        fired.c.stage,
-        f":{window.level}:",
-        cast(func.floor(func.extract("epoch", fired.c.due)), BigInteger),
-    )
-    ts = UTCDateTime()
-    sent = (
-        insert(OutboxMessage)
-        .from_select(
-            [
-                "dedupe_key",
-                "event_kind",
-                "run_id",
-                "org_id",
-                "payload",
-                "status",
-                "attempts",
-                "next_attempt_at",
-                "created_at",
-            ],
-            select(
-                key,
-                literal(event),
-                fired.c.run_id,
-                col(Run.org_id),
-                func.json_build_object(*[literal(f) if isinstance(f, str) else f for f in fields]),
-                literal("pending"),
-                literal(0),
-                literal(now, ts),
-                literal(now, ts),
-            )
-            .select_from(fired)
-            .join(Run, col(Run.id) == fired.c.run_id)
-            .join(Organisation, col(Organisation.id) == col(Run.org_id))
-            .join(Campaign, col(Campaign.id) == col(Run.campaign_id)),
-        )
-        .returning(col(OutboxMessage.id))
-        .cte("sent")
-    )
-    stmt = select(func.count()).select_from(sent)
-    if window.kind == OVERDUE:
-        bumped = (
-            update(Run)
-            .where(col(Run.id) == fired.c.run_id, col(Run.escalation_level) < window.level)
-            .values(escalation_level=window.level)
-            .cte("bumped")
-        )
-        stmt = stmt.add_cte(bumped)
-    return int(session.execute(stmt).scalar_one())
-
-
-def _templates_of(session: Session, campaign_ids: Iterable[int]) -> dict[int, tuple[str, Template]]:
-    rows = session.execute(
-        select(col(Campaign.id), col(Campaign.name), col(TemplateVersion.definition))
-        .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
-        .where(col(Campaign.id).in_(sorted(set(campaign_ids))))
-    ).all()
-    return {cid: (name, from_definition(definition)) for cid, name, definition in rows}
-
-
-def _enqueue(session: Session, window: Window, as_of: datetime, fired: Sequence[Fired]) -> None:
-    """Write the notices of the timers just fired, one outbox row each, in one statement."""
-    session.execute(insert(OutboxMessage), outbox_rows(session, window, as_of, fired))
-
-
-def outbox_rows(
-    session: Session, window: Window, as_of: datetime, fired: Sequence[Fired]
-) -> list[dict[str, Any]]:
-    """The outbox rows (notices) of timers just fired."""
-    details = {
-        run_id: (org_id, code, name, campaign_id)
-        for run_id, org_id, code, name, campaign_id in session.execute(
-            select(
-                col(Run.id),
-                col(Run.org_id),
-                col(Organisation.code),
-                col(Organisation.name),
-                col(Run.campaign_id),
-            )
-            .join(Organisation, col(Organisation.id) == col(Run.org_id))
-            .where(col(Run.id).in_([f.run_id for f in fired]))
-        ).all()
-    }
-    campaigns = _templates_of(session, (d[3] for d in details.values()))
-    today = local_date(as_of)
-    cal = load_calendar(session)
-    approvers: dict[int, tuple[int, str]] = {}
-    if window.kind == APPROVAL_SLA:
-        request_ids = [int(f.ref.split("/")[0]) for f in fired]
-        approvers = {
-            rid: (org_id, name)
-            for rid, org_id, name in session.execute(
-                select(col(Request.id), col(Organisation.id), col(Organisation.name))
-                .join(Organisation, col(Organisation.id) == col(Request.current_approver_org_id))
-                .where(col(Request.id).in_(request_ids))
-            ).all()
-        }
-    days_left: dict[date, int] = {}
-    rows: list[dict[str, Any]] = []
-    event = EVENT_OF[window.kind]
-    for f in fired:
-        org_id, code, name, campaign_id = details[f.run_id]
-        campaign_name, tpl = campaigns[campaign_id]
-        payload: dict[str, Any] = {
-            "run_id": f.run_id,
-            "campaign_id": campaign_id,
-            "campaign": campaign_name,
-            "org_code": code,
-            "org_name": name,
-            "stage": stage_label(tpl, f.stage) if f.stage in tpl.stage_ids else f.stage,
-            "level": window.level,
-        }
-        target = org_id
-        due_day = local_date(f.due)
-        key = f"{event}:{f.run_id}:{f.stage}:{window.level}:{int(f.due.timestamp())}"
-        if window.kind == REMINDER:
-            if due_day not in days_left:
-                days_left[due_day] = (
-                    cal.working_days_between(today, due_day)
-                    if tpl.reminders.working_days
-                    else (due_day - today).days
-                )
-            payload.update(deadline=format_local(f.due), days_left=days_left[due_day])
-        elif window.kind == OVERDUE:
-            payload.update(deadline=format_local(f.due), days_overdue=(today - due_day).days)
-        elif window.kind == PHASE_OPEN:
-            phase = tpl.stage(f.stage).phase
-            assert phase is not None
-            closes = _month_day(phase.closes, due_day.year)
-            payload.update(deadline=format_local(end_of_local_day(closes)), opens=str(due_day))
-        else:
-            request_id = int(f.ref.split("/")[0])
-            target, approver_name = approvers[request_id]
-            key = f"{event}:{f.ref}:{window.level}:{int(f.due.timestamp())}"
-            payload.update(
-                request_id=request_id,
-                approver_name=approver_name,
-                waiting_days=cal.working_days_between(due_day, today),
-            )
-        rows.append(
-            {
-                "dedupe_key": key,
-                "event_kind": event,
-                "run_id": f.run_id,
-                "org_id": target,
-                "payload": payload,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": utcnow(),
-                "created_at": utcnow(),
-            }
-        )
-    return rows
 
 
 def fire_all(
