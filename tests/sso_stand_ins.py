@@ -100,7 +100,7 @@ class SsoServer:
     def env(self) -> dict[str, str]:
         """The environment that points the application at this stand-in."""
         out: dict[str, str] = {}
-        for provider, app in APPS.items():
+        for provider in APPS:
             prefix = f"DANGJIAN_SSO_{provider.upper()}_"
             out[prefix + "LOGIN_URL"] = self.base_url
             out[prefix + "API_URL"] = self.base_url
@@ -222,7 +222,9 @@ class _Handler(BaseHTTPRequestHandler):
         code = self.sso.mint_code(provider, q.get("subject", ""), redirect_uri)
         back = {CODE_PARAM[provider]: code, "state": q.get("state", "")}
         sep = "&" if "?" in redirect_uri else "?"
-        self._send(302, b"", "text/plain", Location=redirect_uri + sep + urllib.parse.urlencode(back))
+        self._send(
+            302, b"", "text/plain", Location=redirect_uri + sep + urllib.parse.urlencode(back)
+        )
 
     # ----------------------------------------------------------------- WeCom
 

@@ -99,7 +99,7 @@ def login_buttons() -> list[dict[str, str]]:
 def account_page(request: Request, actor: ActorDep) -> HTMLResponse:
     """我的账号: name, roles, 修改密码, and each platform bound or not."""
     with read_session(engine_of(request)) as s:
-        bound = service.identities(s, actor.user_id)
+        bound = {p: i.bound_at for p, i in service.identities(s, actor.user_id).items()}
     offered = {c.provider for c in configured()}
     rows = [
         {"provider": p, "label": LABELS[p], "bound": bound.get(p), "offered": p in offered}
@@ -109,8 +109,12 @@ def account_page(request: Request, actor: ActorDep) -> HTMLResponse:
     return web.render(request, "account.html", {"platforms": rows})
 
 
-def _refusal(request: Request, status: int, title: str, message: str) -> Response:
-    return _forget_state(web.error_page(request, status, title, message))
+def _refusal(
+    request: Request, status: int, title: str, message: str, *, forget: bool = True
+) -> Response:
+    """The refusal page; `forget` also drops this browser's state (once it has been used)."""
+    page = web.error_page(request, status, title, message)
+    return _forget_state(page) if forget else page
 
 
 def _state_from_cookie(request: Request) -> tuple[str, str]:
@@ -124,12 +128,12 @@ def callback(request: Request, actor: Actor | None, cfg: Settings) -> Response:
     sent = request.query_params.get("state", "")
     purpose, expected = _state_from_cookie(request)
     if not sent or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        return _refusal(request, 400, "登录请求无效", _STATE_HELP)
+        return _refusal(request, 400, "登录请求无效", _STATE_HELP, forget=False)
     try:
         with unit_of_work(engine_of(request)) as s:
             used = service.consume(s, state=sent, provider=cfg.provider, purpose=purpose)
     except service.StateRefused as exc:
-        return _refusal(request, 400, "登录请求无效", f"{exc.message}。{_RETRY}")
+        return _refusal(request, 400, "登录请求无效", f"{exc.message}。{_RETRY}", forget=False)
     code = callback_code(cfg, request.query_params)
     try:
         subject = subject_for(cfg, code=code, redirect_uri=redirect_uri(request, cfg.provider))
