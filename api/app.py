@@ -30,6 +30,7 @@ from api.v1 import (
     notifications,
     notify_settings,
     orgs,
+    owed,
     requests,
     runs,
     templates,
@@ -51,6 +52,7 @@ ROUTERS = (
     notify_settings,
     members,
     myruns,
+    owed,
     attachments,
 )
 #: The site icon, drawn once with Pillow (a white star on a red square) and committed.
