@@ -190,6 +190,10 @@ class CampaignOut(Out):
     total: int
     stages: list[StageCountOut]
     overdue: int
+    overdue_by_holder: dict[str, int] = Field(
+        default_factory=dict,
+        description="逾期按谁在办拆分：branch 支部逾期、approver 审批逾期、above 上级逾期",
+    )
     waiting: int
     done: int
     percent_done: float
@@ -220,6 +224,9 @@ class RunBrief(Out):
     pending_request_id: int | None
     escalation_level: int
     completed_at: LocalTime | None
+    holder: str | None = Field(
+        default=None, description="谁在办：支部办理中、待某组织审批 · 已 N 个工作日、待上级点评等"
+    )
 
 
 class CheckItem(Out):

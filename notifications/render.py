@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
     "owed": False,
     "owner_name": "",
     "owed_word": "",
+    "owed_list": [],
+    "overdue_above": 0,
 }
 
 #: Sample data for validating an override and for previews.

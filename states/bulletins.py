@@ -1,5 +1,7 @@
 """Weekly bulletins (简报): per committee and campaign, progress per stage, overdue units, waiting
-approvals and the public-notice list (通报: units at escalation level 2 or more).
+approvals and the public-notice list (通报: units at escalation level 2 or more). Overdue work owed
+above the branch (a 领导点评 not yet written) never names the branch: it is counted apart and listed
+against the committee that owes it (待上级完成).
 
 Counting is set-based: one GROUP BY over a campaign's runs by (parent organisation, stage), then
 the counts are rolled up the tree in Python over the parents (committees), not over runs. A
@@ -20,10 +22,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
-from states.catalog import DONE, from_definition
+from states.catalog import DONE, Template, from_definition
 from states.machines import stage_label
 from states.models import Bulletin, Campaign, Organisation, OutboxMessage, Run, TemplateVersion
 from states.orgs import ancestor_paths, subtree_filter
+from states.owners import open_above, owned_stages, owner_names, owner_path, word
 from states.timeutil import local_date, utcnow
 
 #: Names listed in one bulletin's 通报 list; the rest are counted.
@@ -46,6 +49,9 @@ class _Tally:
     waiting: int = 0
     notice: list[str] = field(default_factory=list)
     notice_total: int = 0
+    overdue_above: int = 0
+    #: (owing organisation's name, 待点评 …) -> overdue runs waiting on it.
+    owed: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
 
     @property
     def total(self) -> int:
@@ -79,6 +85,9 @@ def tally(session: Session, campaign_id: int, as_of: datetime) -> dict[int, dict
         else_=0,
     )
     waiting = case((col(Run.pending_request_id).is_not(None), 1), else_=0)
+    owed = owned_stages({campaign_id: tpl})
+    above = open_above(owed)
+    overdue_above = case(((col(Run.deadline) < as_of) & above, 1), else_=0)
     groups = session.execute(
         select(
             col(Organisation.parent_id),
@@ -86,6 +95,7 @@ def tally(session: Session, campaign_id: int, as_of: datetime) -> dict[int, dict
             func.count(),
             func.sum(overdue),
             func.sum(waiting),
+            func.sum(overdue_above),
         )
         .join(Organisation, col(Organisation.id) == col(Run.org_id))
         .where(col(Run.campaign_id) == campaign_id)
@@ -98,11 +108,14 @@ def tally(session: Session, campaign_id: int, as_of: datetime) -> dict[int, dict
             col(Run.campaign_id) == campaign_id,
             col(Run.escalation_level) >= NOTICE_LEVEL,
             col(Run.stage) != DONE,
+            ~above,  # work owed above the branch is never the branch's to be named for
         )
         .order_by(col(Organisation.path))
     ).all()
+    owed_rows = _owed_overdue(session, campaign_id, as_of, above) if owed else []
 
     parent_ids = {p for p, *_ in groups if p is not None} | {p for p, _ in listed if p is not None}
+    parent_ids |= {p for p, _path, _stage in owed_rows if p is not None}
     if not parent_ids:
         return {}
     parent_paths: dict[int, str] = {
@@ -130,12 +143,14 @@ def tally(session: Session, campaign_id: int, as_of: datetime) -> dict[int, dict
         ]
 
     tallies: dict[int, _Tally] = defaultdict(_Tally)
-    for parent_id, stage, n, n_overdue, n_waiting in groups:
+    for parent_id, stage, n, n_overdue, n_waiting, n_above in groups:
         for org_id in chains.get(parent_id, []):
             t = tallies[org_id]
             t.stages[stage] += n
             t.overdue += int(n_overdue or 0)
+            t.overdue_above += int(n_above or 0)
             t.waiting += int(n_waiting or 0)
+    _tally_owed(session, tpl, root_path, owed_rows, chains, tallies)
     for parent_id, name in listed:
         for org_id in chains.get(parent_id, []):
             t = tallies[org_id]
@@ -161,6 +176,9 @@ def tally(session: Session, campaign_id: int, as_of: datetime) -> dict[int, dict
             "done": done,
             "percent_done": round(100.0 * done / total, 1) if total else 0.0,
             "overdue": t.overdue,
+            "overdue_branch": t.overdue - t.overdue_above,
+            "overdue_above": t.overdue_above,
+            "owed_list": [f"{name}：{what} {n} 个支部" for (name, what), n in t.owed.items()],
             "waiting": t.waiting,
             "stages": [
                 {"id": s, "name": stage_label(tpl, s), "runs": t.stages.get(s, 0)}
@@ -170,6 +188,39 @@ def tally(session: Session, campaign_id: int, as_of: datetime) -> dict[int, dict
             "notice_count": t.notice_total,
         }
     return out
+
+
+def _owed_overdue(
+    session: Session, campaign_id: int, as_of: datetime, above: Any
+) -> list[tuple[int | None, str, str]]:
+    """(parent id, path, stage) of the overdue runs waiting on work owed above the branch."""
+    rows = session.execute(
+        select(col(Organisation.parent_id), col(Organisation.path), col(Run.stage))
+        .join(Run, col(Run.org_id) == col(Organisation.id))
+        .where(col(Run.campaign_id) == campaign_id, col(Run.deadline) < as_of, above)
+    ).all()
+    return [(p, path, stage) for p, path, stage in rows]
+
+
+def _tally_owed(
+    session: Session,
+    tpl: Template,
+    root_path: str,
+    rows: list[tuple[int | None, str, str]],
+    chains: dict[int, list[int]],
+    tallies: dict[int, _Tally],
+) -> None:
+    """Count overdue work owed above the branch against its owner (待上级完成), per committee."""
+    owners = {
+        (path, stage): owner_path(tpl, stage, path, root_path) or root_path
+        for _p, path, stage in rows
+    }
+    names = owner_names(session, owners.values())
+    for parent_id, path, stage in rows:
+        name = names.get(owners[(path, stage)], "上级")
+        what = f"待{word(tpl, stage)}"
+        for org_id in chains.get(parent_id or 0, []):
+            tallies[org_id].owed[(name, what)] += 1
 
 
 def publish(session: Session, campaign_id: int, as_of: datetime) -> int:

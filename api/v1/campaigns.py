@@ -21,11 +21,13 @@ from states.campaigns import (
 )
 from states.catalog import DONE, get_template
 from states.errors import InvalidInput
+from states.holders import holders, overdue_by_holder
 from states.models import ORG_KINDS
 from states.queries import VIEW_ROLES, campaign_runs, campaigns_for, visible_campaign
 from states.schedule import parse_schedule
 from states.timeutil import local_date, utcnow
 from states.users import Actor
+from states.workcal import load_calendar
 
 router = APIRouter(prefix="/api/v1", tags=["活动"])
 viewers = roles(*sorted(VIEW_ROLES))
@@ -72,6 +74,8 @@ def preview(
 def _campaign_out(s: Session, campaign_id: int, actor: Actor) -> S.CampaignOut:
     campaign, root, scope = visible_campaign(s, campaign_id, actor)
     status = campaign_status(s, campaign, scope=None if scope == [root.path] else scope)
+    tpl = campaign_template(s, campaign)
+    split = overdue_by_holder(s, campaign, tpl, None if scope == [root.path] else scope, utcnow())
     return S.CampaignOut(
         id=campaign.id or 0,
         name=campaign.name,
@@ -85,6 +89,7 @@ def _campaign_out(s: Session, campaign_id: int, actor: Actor) -> S.CampaignOut:
         total=status.total,
         stages=[S.StageCountOut.model_validate(st, from_attributes=True) for st in status.stages],
         overdue=status.overdue,
+        overdue_by_holder=split,
         waiting=status.waiting,
         done=status.done,
         percent_done=status.percent_done,
@@ -194,8 +199,12 @@ def list_runs(
         limit=p.limit,
         offset=p.offset,
     )
+    held = holders(s, [r for r, _o in rows], {campaign.id or 0: tpl}, load_calendar(s), now)
     return S.Page(
-        items=[run_brief(r, o, tpl, now) for r, o in rows],
+        items=[
+            run_brief(r, o, tpl, now).model_copy(update={"holder": held[r.id or 0].label})
+            for r, o in rows
+        ],
         total=total,
         limit=p.limit,
         offset=p.offset,

@@ -1,5 +1,8 @@
 """Campaign dashboard pages: /campaigns and /campaigns/{id} (committees, organisers, admins).
 
+The overdue figures are split by who holds each run (支部逾期 / 审批逾期 / 上级逾期), and every
+overdue unit says who holds it (支部办理中, 待 X 审批 · 已 N 个工作日, 待上级点评 …).
+
 Counts are those of the API's campaign status, scoped the same way (`campaign_scope`): a
 committee inside the campaign sees its own subtree. `?org=` drills down to a unit in reach.
 """
@@ -22,6 +25,7 @@ from states.campaigns import LAUNCH_ROLES, CampaignStatus, campaign_status, camp
 from states.catalog import DONE, Template
 from states.db import read_session
 from states.errors import NotFound
+from states.holders import OVERDUE_LABELS, Holder, holders, overdue_by_holder
 from states.models import Campaign, Organisation, Run
 from states.orgs import ancestors, is_within
 from states.queries import (
@@ -34,6 +38,7 @@ from states.queries import (
 )
 from states.timeutil import local_date, utcnow
 from states.users import Actor
+from states.workcal import load_calendar
 
 router = APIRouter(include_in_schema=False)
 PAGE = 20
@@ -82,6 +87,7 @@ class OverdueRow:
     stage_name: str
     days: int
     level: str
+    holder: Holder
 
 
 @dataclass(frozen=True)
@@ -110,10 +116,12 @@ def _focus(
 
 
 def _overdue(s: Session, campaign: Campaign, tpl: Template, scope: list[str]) -> Any:
+    """The most overdue runs, each with who holds it (one query for the page's holders)."""
     now = utcnow()
     rows, total = campaign_runs(
         s, campaign, scope, overdue=True, now=now, limit=OVERDUE_PAGE, most_overdue_first=True
     )
+    held = holders(s, [r for r, _o in rows], {campaign.id or 0: tpl}, load_calendar(s), now)
     out = [
         OverdueRow(
             run=r,
@@ -121,6 +129,7 @@ def _overdue(s: Session, campaign: Campaign, tpl: Template, scope: list[str]) ->
             stage_name=tpl.stage_name(r.stage),
             days=max(1, (local_date(now) - local_date(r.deadline)).days) if r.deadline else 0,
             level=ESCALATION.get(r.escalation_level, f"{r.escalation_level} 级督办"),
+            holder=held[r.id or 0],
         )
         for r, o in rows
     ]
@@ -159,6 +168,9 @@ def campaign_page(
         children = progress_by_child(s, campaign, narrowed, focus)
         run_ids = _run_ids(s, campaign, [focus.id or 0] + [c.org.id or 0 for c in children])
         overdue, overdue_total = _overdue(s, campaign, tpl, narrowed)
+        split = overdue_by_holder(
+            s, campaign, tpl, None if narrowed == [root.path] else narrowed, utcnow()
+        )
         crumbs = [
             a
             for a in reversed(ancestors(s, focus))
@@ -189,6 +201,7 @@ def campaign_page(
                 "overdue": overdue,
                 "overdue_total": overdue_total,
                 "overdue_page": OVERDUE_PAGE,
+                "overdue_split": [(OVERDUE_LABELS[k], n, k) for k, n in split.items()],
                 "bulletin": bulletin,
             },
         )

@@ -1,5 +1,6 @@
-"""工作台 (`/`): my runs with progress and deadline, my approval inbox, my unread notices
-(the newest few; all of them in the notice centre, api/web/notices.py)."""
+"""工作台 (`/`): my runs with progress and deadline, the work my committee owes (待点评 N 个支部:
+branches whose current stage waits on our review or decision, oldest first), my approval inbox,
+my unread notices (the newest few; all of them in the notice centre, api/web/notices.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from states import inbox, runs
 from states.campaigns import template_by_digest
 from states.catalog import DONE
 from states.db import read_session
+from states.holders import owed_to
 from states.models import Campaign, Organisation, Role, Run, TemplateVersion
 from states.queries import approval_inbox
 from states.runs import ACT_ROLES, RunContext
@@ -133,6 +135,7 @@ def desk(request: Request, actor: Actor = Depends(web.page_actor)) -> Response:
         cal = load_calendar(s)
         ctx["runs"] = my_runs(s, actor, now, cal)
         ctx["approver"] = is_approver(actor)
+        ctx["owed"], ctx["owed_groups"], ctx["owed_total"] = owed_to(s, actor, limit=DESK_LIMIT)
         ctx["approvals"], ctx["approvals_total"] = (
             my_approvals(s, actor, now, cal) if ctx["approver"] else ([], 0)
         )
