@@ -140,3 +140,23 @@ def ancestor_paths(path: str, *, include_self: bool = False) -> list[str]:
     codes = path_codes(path)
     stop = len(codes) + 1 if include_self else len(codes)
     return ["/" + "/".join(codes[:i]) + "/" for i in range(1, stop)]
+
+
+def secretaries(session: Session, org_ids: Sequence[int]) -> dict[int, str]:
+    """The display names of the users holding the 书记 role on each organisation ("、"-joined),
+    for pages where the organisation's own record names no secretary."""
+    from states.models import Grant, Role, User
+
+    if not org_ids:
+        return {}
+    rows = session.execute(
+        select(Grant.org_id, User.display_name)
+        .join(User, col(User.id) == col(Grant.user_id))
+        .where(col(Grant.org_id).in_(sorted(set(org_ids))), Grant.role == Role.SECRETARY)
+        .where(col(User.is_active))
+        .order_by(col(Grant.org_id), col(User.display_name))
+    ).all()
+    names: dict[int, list[str]] = {}
+    for org_id, name in rows:
+        names.setdefault(int(org_id), []).append(str(name))
+    return {org_id: "、".join(found) for org_id, found in names.items()}

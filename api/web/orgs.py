@@ -26,9 +26,9 @@ from states.db import read_session, unit_of_work
 from states.errors import Conflict, Forbidden, InvalidInput, NotFound
 from states.importer import HEADERS, ParsedRows, RowError, scope_errors, validate
 from states.importer import import_orgs as run_import
-from states.members.queries import member_count, member_counts
+from states.members.queries import subtree_member_counts
 from states.models import ROLE_LABELS, SUBTREE_ROLES, Grant, Organisation, Role, User
-from states.orgs import ancestors, is_within
+from states.orgs import ancestors, is_within, secretaries
 from states.queries import org_page
 from states.sheets import SheetLimits, TooLarge
 from states.users import (
@@ -47,8 +47,8 @@ CHILD_PAGE = 100
 GRANT_PAGE = 100
 SAMPLE_CSV = (
     "编码,名称,类型,上级编码,党员人数,书记,联系方式\n"
-    "H9,示例医院党委,党委,B,,,\n"
-    "H9-S1,示例医院第一党支部,党支部,H9,12,支部书记甲,0000-0000000\n"
+    "{code}-X1,示例党总支,党总支,{code},,,\n"
+    "{code}-X1-S1,示例第一党支部,党支部,{code}-X1,12,支部书记甲,0000-0000000\n"
 )
 
 
@@ -80,7 +80,17 @@ def orgs_home(request: Request, actor: Annotated[Actor, Depends(page_actor)]) ->
     """The organisations at the top of my reach."""
     with read_session(engine_of(request)) as s:
         roots = reach_roots(s, actor)
-        return render(request, "orgs.html", {"roots": roots, "may_import": _may_import(actor)})
+        ids = [o.id for o in roots if o.id is not None]
+        return render(
+            request,
+            "orgs.html",
+            {
+                "roots": roots,
+                "counts": subtree_member_counts(s, roots),
+                "secretaries": secretaries(s, ids),
+                "may_import": _may_import(actor),
+            },
+        )
 
 
 @dataclass
@@ -130,8 +140,9 @@ def _org_page(
             "crumbs": crumbs,
             "children": children,
             "child_total": total,
-            "member_count": member_count(s, org),
-            "child_counts": member_counts(s, children),
+            "member_count": subtree_member_counts(s, [org]).get(org.id or 0, 0),
+            "child_counts": subtree_member_counts(s, children),
+            "secretaries": secretaries(s, [o.id for o in [org, *children] if o.id is not None]),
             "offset": offset,
             "page": CHILD_PAGE,
             "roles": roles,
@@ -303,13 +314,25 @@ def import_form(request: Request, actor: Annotated[Actor, Depends(page_actor)]) 
 
 
 @router.get("/orgs/import/sample.csv")
-def import_sample(actor: Annotated[Actor, Depends(page_actor)]) -> Response:
-    """A sample file with every column."""
+def import_sample(request: Request, actor: Annotated[Actor, Depends(page_actor)]) -> Response:
+    """A sample file with every column, hung under the top organisation the reader manages
+    (so it imports as it is), or under `上级编码` to be filled in."""
+    with read_session(engine_of(request)) as s:
+        code = _sample_parent(s, actor)
     return Response(
-        ("\ufeff" + SAMPLE_CSV).encode("utf-8"),
+        ("\ufeff" + SAMPLE_CSV.format(code=code)).encode("utf-8"),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": "attachment; filename=orgs-sample.csv"},
     )
+
+
+def _sample_parent(s: Session, actor: Actor) -> str:
+    managed = [g for g in actor.grants if g.role in MANAGE_ROLES]
+    if not managed:
+        return "上级编码"
+    top = min(managed, key=lambda g: (g.org_path.count("/"), g.org_path))
+    org = s.get(Organisation, top.org_id)
+    return org.code if org is not None else "上级编码"
 
 
 def _import_errors(exc: InvalidInput) -> list[RowError]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import and_, case, func
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from states.members.models import ACTIVE, Member
@@ -106,3 +108,41 @@ def groups_of(session: Session, org: Organisation) -> list[Organisation]:
             .order_by(col(Organisation.code))
         ).scalars()
     )
+
+
+BRANCH = "党支部"
+_OWN_COUNT_KINDS = (BRANCH, "党小组")
+
+
+def _roster_totals() -> Any:
+    """Per branch with a roster: how many rows, how many of them 在册."""
+    active = func.sum(case((col(Member.status) == ACTIVE, 1), else_=0))
+    return (
+        select(col(Member.org_id).label("org_id"), func.count().label("n"), active.label("active"))
+        .group_by(col(Member.org_id))
+        .subquery()
+    )
+
+
+def subtree_member_counts(session: Session, orgs: Sequence[Organisation]) -> dict[int, int]:
+    """Like `member_counts`, but a committee (党委, 党总支) counts the members of every branch
+    below it, each branch by its roster or else its recorded number: one query for the page.
+    A committee with no branch below keeps the number recorded on it."""
+    counts = member_counts(session, orgs)
+    committees = [o.id for o in orgs if o.id is not None and o.kind not in _OWN_COUNT_KINDS]
+    if not committees:
+        return counts
+    anc, branch = aliased(Organisation), aliased(Organisation)
+    roster = _roster_totals()
+    top, below = col(anc.path), col(branch.path)
+    upper = func.substr(top, 1, func.length(top) - 1) + "0"
+    per_branch = case((roster.c.n.is_not(None), roster.c.active), else_=col(branch.member_count))
+    rows = session.execute(
+        select(col(anc.id), func.sum(per_branch))
+        .join(branch, and_(below > top, below < upper, col(branch.kind) == BRANCH))
+        .outerjoin(roster, roster.c.org_id == col(branch.id))
+        .where(col(anc.id).in_(sorted(set(committees))))
+        .group_by(col(anc.id))
+    ).all()
+    counts.update({int(org_id): int(total or 0) for org_id, total in rows})
+    return counts
