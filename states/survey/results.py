@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from states.survey.models import CHANNELS, Survey, SurveyAnswer
@@ -106,7 +107,7 @@ def _comment(row: Any) -> Comment:
 def results(session: Session, survey: Survey) -> Results:
     """The survey's results for staff: every count, every comment (hidden ones marked)."""
     rows = session.execute(
-        select(
+        sa_select(
             SurveyAnswer.id,
             SurveyAnswer.channel,
             SurveyAnswer.answers,
