@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from states.survey.models import CHANNELS, Survey, SurveyAnswer
@@ -106,15 +105,8 @@ def _comment(row: Any) -> Comment:
 
 def results(session: Session, survey: Survey) -> Results:
     """The survey's results for staff: every count, every comment (hidden ones marked)."""
-    rows = session.execute(
-        sa_select(
-            SurveyAnswer.id,
-            SurveyAnswer.channel,
-            SurveyAnswer.answers,
-            SurveyAnswer.comment,
-            SurveyAnswer.comment_hidden_reason,
-            SurveyAnswer.created_at,
-        )
+    rows = session.exec(
+        select(SurveyAnswer)
         .where(SurveyAnswer.survey_id == survey.id)
         .order_by(col(SurveyAnswer.id))
     ).all()
