@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from states import idempotency
-from states.db import read_session, unit_of_work
+from states.db import read_session, retry_dead_connection, unit_of_work
 from states.queries import MAX_PAGE
 from states.users import Actor
 
@@ -99,13 +99,18 @@ def write(
             return JSONResponse(
                 replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"}
             )
-    try:
+
+    def transaction() -> Any:
         with unit_of_work(engine) as s:
             body = jsonable_encoder(change(s))
             if idem is not None:
                 idempotency.complete(
                     s, user_id=actor.user_id, key=idem.key, status=status, body=body
                 )
+        return body
+
+    try:
+        body = retry_dead_connection(transaction)
     except BaseException:
         if idem is not None:
             with unit_of_work(engine) as s:

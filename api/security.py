@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from states.db import read_session
+from states.db import read_session, retry_dead_connection
 from states.errors import Forbidden, Unauthenticated
 from states.models import ROLE_LABELS, Role
 from states.tokens import actor_for_token
@@ -44,8 +44,7 @@ def _authenticated(
 ) -> Actor:
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("请先登录（缺少令牌）")
-    with read_session(request.app.state.engine) as s:
-        actor = actor_for_token(s, credentials.credentials)
+    actor = retry_dead_connection(lambda: _actor(request, credentials.credentials))
     if actor is None:
         raise Unauthenticated("登录已失效，请重新登录")
     if actor.must_change_password and request.url.path not in PASSWORD_FIRST:
@@ -54,6 +53,11 @@ def _authenticated(
             details={"rule": "must_change_password"},
         )
     return actor
+
+
+def _actor(request: Request, token: str) -> Actor | None:
+    with read_session(request.app.state.engine) as s:
+        return actor_for_token(s, token)
 
 
 #: What a token of an initial or reset password may call before the password is changed.

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert
+from sqlalchemy import func, insert, update
 from sqlmodel import Session, col, select
 
-from states.models import AuditEvent
+from states.models import AuditEvent, Run
 from states.timeutil import utcnow
 
 GENESIS = "0" * 64
@@ -69,58 +69,18 @@ def hash_of(ev: AuditEvent, **changes: Any) -> str:
     return event_hash(**{**fields, **changes})
 
 
-def append(
-    session: Session,
-    *,
-    stream: str,
-    action: str,
-    actor_id: int | None,
-    data: dict[str, Any],
-    run_id: int | None = None,
-) -> str:
-    """Append one event to `stream` in the caller's transaction; return its hash."""
-    last = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash)
-        .where(AuditEvent.stream == stream)
-        .order_by(col(AuditEvent.seq).desc())
-        .limit(1)
-    ).first()
-    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    fields: dict[str, Any] = {
-        "prev_hash": prev,
-        "stream": stream,
-        "seq": seq,
-        "at": utcnow(),
-        "actor_id": actor_id,
-        "action": action,
-        "run_id": run_id,
-        "data": json.loads(_canonical(data)),
-    }
-    digest = event_hash(**fields)
-    # A Core insert: the log is written, never read back into this session's objects.
-    session.execute(insert(AuditEvent).values(**fields, hash=digest))
-    return digest
-
-
-def append_many(
-    session: Session,
+def chain_rows(
+    head: tuple[int, str | None],
     *,
     stream: str,
     events: Sequence[tuple[str, int | None, dict[str, Any]]],
     run_id: int | None = None,
-) -> None:
-    """Append (action, actor_id, data) events to `stream` in order: one read, one insert."""
-    if not events:
-        return
-    last = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash)
-        .where(AuditEvent.stream == stream)
-        .order_by(col(AuditEvent.seq).desc())
-        .limit(1)
-    ).first()
-    seq, prev = (last[0], last[1]) if last else (0, GENESIS)
+    at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The rows of `events` (action, actor_id, data) chained after `head` (last seq, hash)."""
+    seq, prev = head[0], head[1] or GENESIS
+    at = at or utcnow()
     rows = []
-    at = utcnow()
     for action, actor_id, data in events:
         seq += 1
         fields: dict[str, Any] = {
@@ -135,7 +95,67 @@ def append_many(
         }
         prev = event_hash(**fields)
         rows.append({**fields, "hash": prev})
+    return rows
+
+
+def _head(session: Session, stream: str) -> tuple[int, str | None]:
+    last = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash)
+        .where(AuditEvent.stream == stream)
+        .order_by(col(AuditEvent.seq).desc())
+        .limit(1)
+    ).first()
+    return (int(last[0]), str(last[1])) if last else (0, None)
+
+
+def _run_of(stream: str) -> int | None:
+    return int(stream[4:]) if stream.startswith("run:") else None
+
+
+def _move_run_head(session: Session, stream: str, row: dict[str, Any]) -> None:
+    """A run's stream keeps its head on the run's row (see `states.models.Run.audit_seq`)."""
+    run_id = _run_of(stream)
+    if run_id is not None:
+        session.execute(
+            update(Run)
+            .where(col(Run.id) == run_id)
+            .values(audit_seq=row["seq"], audit_hash=row["hash"])
+            .execution_options(synchronize_session=False)
+        )
+
+
+def append(
+    session: Session,
+    *,
+    stream: str,
+    action: str,
+    actor_id: int | None,
+    data: dict[str, Any],
+    run_id: int | None = None,
+) -> str:
+    """Append one event to `stream` in the caller's transaction; return its hash."""
+    (row,) = chain_rows(
+        _head(session, stream), stream=stream, events=[(action, actor_id, data)], run_id=run_id
+    )
+    # A Core insert: the log is written, never read back into this session's objects.
+    session.execute(insert(AuditEvent).values(**row))
+    _move_run_head(session, stream, row)
+    return str(row["hash"])
+
+
+def append_many(
+    session: Session,
+    *,
+    stream: str,
+    events: Sequence[tuple[str, int | None, dict[str, Any]]],
+    run_id: int | None = None,
+) -> None:
+    """Append (action, actor_id, data) events to `stream` in order: one read, one insert."""
+    if not events:
+        return
+    rows = chain_rows(_head(session, stream), stream=stream, events=events, run_id=run_id)
     session.execute(insert(AuditEvent), rows)
+    _move_run_head(session, stream, rows[-1])
 
 
 @dataclass(frozen=True)

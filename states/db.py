@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
 from states.config import database_url
 
 READ_ONLY = "dangjian_read_only"
+T = TypeVar("T")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -44,11 +46,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    # The API serves up to 40 requests at once from its thread pool: keep enough connections
-    # open that a burst does not open and close new ones (DANGJIAN_DB_POOL_SIZE to tune).
-    kwargs.setdefault("pool_size", int(os.environ.get("DANGJIAN_DB_POOL_SIZE", "10")))
-    kwargs.setdefault("max_overflow", 30)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # Each server process answers up to 40 requests at once from its thread pool, and a request
+    # holds one connection at a time. 20 kept per process covers 32 busy clients spread over
+    # the processes of `dangjian serve` with no connection opened under load; a larger burst
+    # opens up to 20 more for its duration (DANGJIAN_DB_POOL_SIZE to tune).
+    kwargs.setdefault("pool_size", int(os.environ.get("DANGJIAN_DB_POOL_SIZE", "20")))
+    kwargs.setdefault("max_overflow", 20)
+    # No pre-ping (a round trip before every transaction): a connection the server dropped is
+    # found on its first statement instead, the pool discards it and its peers
+    # (`connection_invalidated`), and `retry_dead_connection` runs the transaction again.
+    return create_engine(url, **kwargs)
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -78,14 +85,37 @@ def read_session(engine: Engine | None = None) -> Iterator[Session]:
 
 @contextmanager
 def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
-    """Yield a session; commit on success, roll back everything on any error."""
+    """Yield a session; commit on success, roll back everything on any error.
+
+    A connection lost during COMMIT is marked (`during_commit`): whether the change landed is
+    unknown, so `retry_dead_connection` does not run it again.
+    """
     with Session(engine or get_engine(), expire_on_commit=False) as session:
         try:
             yield session
-            session.commit()
         except BaseException:
             session.rollback()
             raise
+        try:
+            session.commit()
+        except BaseException as exc:
+            if isinstance(exc, DBAPIError):
+                exc.during_commit = True  # type: ignore[attr-defined]
+            session.rollback()
+            raise
+
+
+def retry_dead_connection(transaction: Callable[[], T]) -> T:
+    """Run `transaction` (a whole unit of work); if the database server dropped its connection
+    before COMMIT, run it once more on a fresh one. Nothing of the first attempt was applied
+    (its transaction died with the connection). A second loss, or a loss during COMMIT, is
+    raised (answered 503)."""
+    try:
+        return transaction()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated or getattr(exc, "during_commit", False):
+            raise
+    return transaction()
 
 
 def insert_ignoring_conflicts(session: Session, model: Any) -> Any:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, func, tuple_, update
+from sqlalchemy import CursorResult, and_, func, or_, tuple_, update
 from sqlmodel import Session, col, select
 
 from states.db import insert_ignoring_conflicts
@@ -28,6 +28,8 @@ from states.timeutil import utcnow
 REQUEST_KINDS = ("request_submitted", "extension_requested", "approval_sla")
 #: Notices about a run's current stage (提醒、督办): resolved once the run leaves that stage.
 STAGE_KINDS = ("reminder", "overdue")
+#: 督办 notices: also resolved once an extension moves the run's deadline.
+ESCALATION_KINDS = ("overdue",)
 #: The notice centre's filters (`status`).
 STATUSES = ("unread", "all")
 
@@ -212,6 +214,29 @@ def resolve_run(session: Session, run_id: int | None, now: datetime | None = Non
         .execution_options(synchronize_session=False)
     )
     return _count(result)
+
+
+def resolve_statement(
+    *,
+    now: datetime,
+    request_id: int | None = None,
+    run_id: int | None = None,
+    run_kinds: Sequence[str] = STAGE_KINDS,
+) -> Any:
+    """One UPDATE resolving a request's 待审批 notices and/or a run's `run_kinds` notices."""
+    parts = []
+    if request_id is not None:
+        parts.append(
+            and_(col(InboxItem.request_id) == request_id, col(InboxItem.kind).in_(REQUEST_KINDS))
+        )
+    if run_id is not None:
+        parts.append(and_(col(InboxItem.run_id) == run_id, col(InboxItem.kind).in_(run_kinds)))
+    return (
+        update(InboxItem)
+        .where(or_(*parts), col(InboxItem.resolved_at).is_(None))
+        .values(resolved_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 # --------------------------------------------------------------------------- links

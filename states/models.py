@@ -165,6 +165,10 @@ class Run(SQLModel, table=True):
     pending_request_id: int | None = Field(default=None)
     escalation_level: int = Field(default=0, nullable=False)
     completed_at: datetime | None = _ts(nullable=True)
+    # The head of the run's audit stream (`run:<id>`): its last seq and hash (None: genesis),
+    # so a command appends its event without reading the log.
+    audit_seq: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
+    audit_hash: str | None = Field(default=None, sa_type=String(64), nullable=True)
 
 
 class EvidenceKind(StrEnum):

@@ -5,31 +5,37 @@ request primitives shared by `states.runs` (requests, approvals) and `states.evi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, func, insert, update
+from sqlalchemy import String, cast, func, literal, or_, union_all
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from states import audit, inbox, outbox
+from states import audit
 from states.campaigns import template_by_digest
 from states.catalog import DONE, Template
-from states.errors import ConcurrentUpdate, Forbidden, NotFound
-from states.members.queries import active_members
+from states.errors import ConcurrentUpdate, Conflict, Forbidden, NotFound
+from states.members.models import ACTIVE, Member
 from states.models import (
     Campaign,
     Decision,
+    Evidence,
+    EvidenceLink,
     Organisation,
     Request,
+    RequestKind,
     RequestStatus,
     Role,
     Run,
     TemplateVersion,
 )
-from states.requirements import RequirementStatus, RunFacts, evaluate, load_facts
+from states.orgs import path_codes
+from states.requirements import RequirementStatus, RunFacts, evaluate
+from states.run_writes import Writes, apply
 from states.timeutil import utcnow
 from states.users import Actor
 
@@ -51,29 +57,66 @@ class RunContext:
     campaign: Campaign
     org: Organisation
     tpl: Template
+    writes: Writes = field(default_factory=Writes)
+    #: (id, path, name) of the organisation approving the loaded request's step, if loaded.
+    approver: tuple[int, str, str] | None = None
+
+
+def finish(session: Session, ctx: RunContext, now: datetime | None = None) -> None:
+    """Send what the command decided to write (`states.run_writes.apply`)."""
+    apply(session, ctx.run, ctx.writes, now or utcnow())
+
+
+def _context_query() -> Any:
+    return (
+        select(Run, Organisation, Campaign, TemplateVersion.digest)
+        .join(Organisation, col(Organisation.id) == col(Run.org_id))
+        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+        .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
+        .execution_options(populate_existing=True)  # decide on what the database holds now
+    )
+
+
+def _context(
+    session: Session, run: Run, org: Organisation, campaign: Campaign, digest: str
+) -> RunContext:
+    tpl = template_by_digest(session, campaign.template_version_id, digest)
+    return RunContext(run, campaign, org, tpl)
+
+
+def load_request(session: Session, request_id: int, actor: Actor) -> tuple[Request, RunContext]:
+    """The request, its run's context and its current approver in one query.
+
+    NotFound if the request is missing or its run out of the actor's reach."""
+    approver = aliased(Organisation)
+    stmt = (
+        _context_query()
+        .add_columns(Request, approver.path, approver.name)
+        .join(Request, col(Request.run_id) == col(Run.id))
+        .outerjoin(approver, approver.id == col(Request.current_approver_org_id))
+    )
+    row = session.exec(stmt.where(Request.id == request_id)).first()
+    if row is None or not actor.reaches(row[1].path):
+        raise NotFound("申请不存在", details={"request_id": request_id})
+    run, org, campaign, digest, req, path, name = row
+    ctx = _context(session, run, org, campaign, digest)
+    if path is not None:
+        ctx.approver = (req.current_approver_org_id or 0, path, name)
+    return req, ctx
 
 
 def load_run(
     session: Session, run_id: int, actor: Actor | None, *, lock: bool = False
 ) -> RunContext:
     """Return the run's context; NotFound if missing or outside the actor's reach."""
-    stmt = (
-        select(Run, Organisation, Campaign, TemplateVersion.digest)
-        .join(Organisation, col(Organisation.id) == col(Run.org_id))
-        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
-        .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
-        .where(Run.id == run_id)
-        .execution_options(populate_existing=True)  # decide on what the database holds now
-    )
+    stmt = _context_query().where(Run.id == run_id)
     if lock:
         stmt = stmt.with_for_update(of=Run)
     row = session.exec(stmt).first()
     if row is None or (actor is not None and not actor.reaches(row[1].path)):
         raise NotFound("该创建进度不存在", details={"run_id": run_id})
     run, org, campaign, digest = row
-    return RunContext(
-        run, campaign, org, template_by_digest(session, campaign.template_version_id, digest)
-    )
+    return _context(session, run, org, campaign, digest)
 
 
 def acting_as(ctx: RunContext, actor: Actor) -> bool:
@@ -85,19 +128,15 @@ def acting_as(ctx: RunContext, actor: Actor) -> bool:
     raise Forbidden("只有本组织书记、委员或上级党委委员（代办）可以办理此事项")
 
 
-def cas(session: Session, run: Run, **values: Any) -> None:
-    """Apply `values` to the run only if nobody changed it since it was read."""
-    result = session.execute(
-        update(Run)
-        .where(col(Run.id) == run.id, col(Run.version) == run.version)
-        .values(version=run.version + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if cast(CursorResult[Any], result).rowcount != 1:
-        raise ConcurrentUpdate("该创建进度刚被他人更新，请刷新后重试", details={"run_id": run.id})
-    # Mirror the committed values on the loaded object without marking it dirty (no re-SELECT).
-    for key, value in {"version": run.version + 1, **values}.items():
-        set_committed_value(run, key, value)
+def cas(session: Session, ctx: RunContext, **values: Any) -> None:
+    """Apply `values` to the run only if nobody changed it since it was read (at `finish`).
+
+    The loaded run shows the new values at once; its version moves when they are sent.
+    """
+    w = ctx.writes
+    w.run_values = {**(w.run_values or {}), **values}
+    for key, value in values.items():
+        set_committed_value(ctx.run, key, value)
 
 
 def flush(session: Session) -> None:
@@ -108,33 +147,36 @@ def flush(session: Session) -> None:
 
 
 def log(session: Session, ctx: RunContext, action: str, actor: Actor | None, **data: Any) -> None:
-    audit.append(
-        session,
-        stream=f"run:{ctx.run.id}",
-        action=action,
-        actor_id=actor.user_id if actor else None,
-        run_id=ctx.run.id,
-        data={"org": ctx.org.code, **data},
+    """An event for the run's audit stream, chained at `finish` after the head the run holds."""
+    ctx.writes.events.append(
+        (action, actor.user_id if actor else None, {"org": ctx.org.code, **data})
     )
 
 
 def notify(
     session: Session, ctx: RunContext, event_kind: str, key: str, org_id: int, **payload: Any
 ) -> None:
-    outbox.enqueue(
-        session,
-        event_kind=event_kind,
-        dedupe_key=f"{event_kind}:{key}",
-        run_id=ctx.run.id,
-        org_id=org_id,
-        payload={
+    """An outbox row, written with the change that causes it (`states.outbox`)."""
+    now = utcnow()
+    ctx.writes.outbox.append(
+        {
+            "event_kind": event_kind,
+            "dedupe_key": f"{event_kind}:{key}",
             "run_id": ctx.run.id,
-            "campaign_id": ctx.campaign.id,
-            "campaign": ctx.campaign.name,
-            "org_code": ctx.org.code,
-            "org_name": ctx.org.name,
-            **payload,
-        },
+            "org_id": org_id,
+            "payload": {
+                "run_id": ctx.run.id,
+                "campaign_id": ctx.campaign.id,
+                "campaign": ctx.campaign.name,
+                "org_code": ctx.org.code,
+                "org_name": ctx.org.name,
+                **payload,
+            },
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
     )
 
 
@@ -146,21 +188,39 @@ def checklist(session: Session, ctx: RunContext) -> list[RequirementStatus]:
 
 
 def facts(session: Session, ctx: RunContext) -> RunFacts:
-    """The facts of the run's current stage; with a roster, its 在册 members by name."""
+    """The facts of the run's current stage; with a roster, its 在册 members by name.
+
+    One query: the stage's active evidence counted by (kind, subject), and the roster.
+    """
     run = ctx.run
-    members = active_members(session, ctx.org.id or 0)
-    roster = {m.id or 0: m.name for m in members} or None
-    return load_facts(
-        session,
-        run_id=run.id or 0,
-        stage=run.stage,
-        member_count=ctx.org.member_count,
-        roster=roster,
+    counted = (
+        select(literal("e"), Evidence.kind, Evidence.subject, func.count())
+        .join(EvidenceLink, col(EvidenceLink.evidence_id) == col(Evidence.id))
+        .where(
+            EvidenceLink.run_id == run.id,
+            EvidenceLink.stage == run.stage,
+            Evidence.status == "active",
+        )
+        .group_by(col(Evidence.kind), col(Evidence.subject))
     )
+    roster = select(literal("m"), cast(Member.id, String), Member.name, literal(0)).where(
+        Member.org_id == ctx.org.id, Member.status == ACTIVE
+    )
+    counts: dict[tuple[str, str | None], int] = {}
+    members: list[tuple[str, int]] = []
+    for part, a, b, n in session.execute(union_all(counted, roster)).all():
+        if part == "e":
+            counts[(a, b)] = int(n)
+        else:
+            members.append((b, int(a)))
+    if members:
+        return RunFacts(len(members), counts, {i: name for name, i in sorted(members)})
+    return RunFacts(ctx.org.member_count, counts)
 
 
 def decide(
     session: Session,
+    ctx: RunContext,
     req: Request,
     actor: Actor,
     outcome: str,
@@ -168,54 +228,42 @@ def decide(
     now: datetime | None = None,
 ) -> None:
     """Record one step's decision; the unique (request, step) key lets only one approver win."""
-    try:  # no savepoint: a conflict aborts the whole unit of work anyway
-        session.execute(
-            insert(Decision).values(
-                request_id=req.id,
-                step=req.step,
-                org_id=req.current_approver_org_id,
-                decided_by=actor.user_id,
-                outcome=outcome,
-                opinion=opinion,
-                created_at=now or utcnow(),
-            )
-        )
-    except IntegrityError as exc:
-        raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
+    ctx.writes.decision = {
+        "request_id": req.id,
+        "step": req.step,
+        "org_id": req.current_approver_org_id,
+        "decided_by": actor.user_id,
+        "outcome": outcome,
+        "opinion": opinion,
+        "created_at": now or utcnow(),
+    }
 
 
 def close_request(
-    session: Session, req: Request, status: RequestStatus, now: datetime, reason: str | None = None
+    session: Session,
+    ctx: RunContext,
+    req: Request,
+    status: RequestStatus,
+    now: datetime,
+    reason: str | None = None,
 ) -> None:
     """Mark a pending request decided (approved, returned or withdrawn)."""
     values: dict[str, Any] = {"status": status, "decided_at": now}
     if reason is not None:
         values["return_reason"] = reason
-    update_pending(session, req, **values)
+    update_pending(session, ctx, req, **values)
 
 
-def update_pending(session: Session, req: Request, **values: Any) -> None:
+def update_pending(session: Session, ctx: RunContext, req: Request, **values: Any) -> None:
     """Change a request only if it is still pending at the step it was read at.
 
     The request is read before its run, so a decision racing another one (a withdrawal, a
     second approver) could otherwise pass the run's compare-and-set on a version read after the
-    other committed: this conditional UPDATE makes exactly one of them win.
+    other committed: this conditional UPDATE makes exactly one of them win. Its 待审批 notices
+    resolve in the same write.
     """
-    result = session.execute(
-        update(Request)
-        .where(
-            col(Request.id) == req.id,
-            col(Request.status) == RequestStatus.PENDING,
-            col(Request.step) == req.step,
-        )
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if cast(CursorResult[Any], result).rowcount != 1:
-        raise ConcurrentUpdate("该申请刚被他人处理，请刷新后重试", details={"request_id": req.id})
-    for key, value in values.items():
-        set_committed_value(req, key, value)
-    inbox.resolve_request(session, req.id, values.get("decided_at"))  # its 待审批 notices
+    ctx.writes.request = (req, values)
+    ctx.writes.resolve["request_id"] = req.id
 
 
 def decided_before(session: Session, req: Request, actor: Actor) -> bool:
@@ -238,3 +286,49 @@ def history(
         select(func.count()).select_from(audit.AuditEvent).where(where)
     ).scalar_one()
     return list(session.execute(stmt).scalars()), int(total)
+
+
+def resolve_chain(session: Session, ctx: RunContext, kind: str) -> list[int]:
+    """Return the approver organisations for leaving the current stage, nearest first.
+
+    Only ancestors inside the campaign's subtree approve: a campaign never reaches above the
+    organisation that launched it.
+    """
+    tpl = ctx.tpl
+    steps = (
+        tpl.approval.extension if kind == RequestKind.EXTENSION else tpl.chain_for(ctx.run.stage)
+    )
+    line = _line_within(session, ctx)
+    chain: list[int] = []
+    for step in steps:
+        if step.parent is not None:
+            org = line[step.parent - 1] if len(line) >= step.parent else None
+        else:
+            org = next((a for a in line if a.kind == step.nearest_kind), None)
+        if org is not None and org.id not in chain:
+            chain.append(org.id or 0)
+    if not chain:
+        raise Conflict(
+            f"「{ctx.org.name}」在本活动中没有上级审批组织", details={"rule": "no_approver"}
+        )
+    return chain
+
+
+def _line_within(session: Session, ctx: RunContext) -> list[Organisation]:
+    """The run's ancestors inside the campaign's subtree, nearest first: one query."""
+    codes = path_codes(ctx.org.path)[:-1]
+    rows = session.execute(
+        select(Organisation).where(
+            or_(
+                col(Organisation.code).in_(codes),
+                col(Organisation.id) == ctx.campaign.root_org_id,
+            )
+        )
+    ).scalars()
+    by_code = {o.code: o for o in rows}
+    root = next(o for o in by_code.values() if o.id == ctx.campaign.root_org_id)
+    return [
+        by_code[c]
+        for c in reversed(codes)
+        if c in by_code and by_code[c].path.startswith(root.path)
+    ]

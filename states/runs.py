@@ -14,17 +14,16 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from states import inbox
 from states.catalog import DONE
 from states.errors import (
     ConcurrentUpdate,
     Conflict,
     Forbidden,
     InvalidInput,
-    NotFound,
     RequirementsUnmet,
 )
 from states.evidence.records import record as record_evidence
+from states.inbox import ESCALATION_KINDS
 from states.machines import ADVANCE, RETURN_PREFIX, Outcome, fire, stage_label
 from states.models import (
     Organisation,
@@ -34,7 +33,6 @@ from states.models import (
     Role,
     Run,
 )
-from states.orgs import ancestors
 from states.run_core import (
     ACT_ROLES,
     STATUS_LABELS,
@@ -43,6 +41,7 @@ from states.run_core import (
     checklist,
     history,
     load_run,
+    resolve_chain,
 )
 from states.run_core import acting_as as _acting_as
 from states.run_core import cas as _cas
@@ -50,14 +49,16 @@ from states.run_core import close_request as _close
 from states.run_core import decide as _decide
 from states.run_core import decided_before as _decided_before
 from states.run_core import facts as _facts
+from states.run_core import finish as _finish
 from states.run_core import flush as _flush
+from states.run_core import load_request as _load_request_ctx
 from states.run_core import log as _log
 from states.run_core import notify as _notify
 from states.run_core import update_pending as _update_pending
 from states.schedule import deadline_for
 from states.timeutil import format_local, utcnow
 from states.users import Actor
-from states.workcal import load_calendar
+from states.workcal import cached_calendar
 
 #: Names other modules import from here (the core moved to `states.run_core`).
 __all__ = [
@@ -79,34 +80,6 @@ __all__ = [
     "send_back",
     "withdraw",
 ]
-
-
-def resolve_chain(session: Session, ctx: RunContext, kind: str) -> list[int]:
-    """Return the approver organisations for leaving the current stage, nearest first.
-
-    Only ancestors inside the campaign's subtree approve: a campaign never reaches above the
-    organisation that launched it.
-    """
-    tpl = ctx.tpl
-    steps = (
-        tpl.approval.extension if kind == RequestKind.EXTENSION else tpl.chain_for(ctx.run.stage)
-    )
-    root = session.get(Organisation, ctx.campaign.root_org_id)
-    assert root is not None
-    line = [a for a in ancestors(session, ctx.org) if a.path.startswith(root.path)]
-    chain: list[int] = []
-    for step in steps:
-        if step.parent is not None:
-            org = line[step.parent - 1] if len(line) >= step.parent else None
-        else:
-            org = next((a for a in line if a.kind == step.nearest_kind), None)
-        if org is not None and org.id not in chain:
-            chain.append(org.id or 0)
-    if not chain:
-        raise Conflict(
-            f"「{ctx.org.name}」在本活动中没有上级审批组织", details={"rule": "no_approver"}
-        )
-    return chain
 
 
 def _advance_or_raise(session: Session, ctx: RunContext) -> Outcome:
@@ -192,7 +165,7 @@ def request_advance(
         now=now,
     )
     chain = req.chain
-    _cas(session, run, pending_request_id=req.id)
+    _cas(session, ctx, pending_request_id=req.id)
     _log(
         session,
         ctx,
@@ -216,6 +189,7 @@ def request_advance(
         to_stage=stage_label(ctx.tpl, outcome.state),
         comment=req.comment,
     )
+    _finish(session, ctx, now)
     return req
 
 
@@ -253,7 +227,7 @@ def request_extension(
         session, ctx, actor, RequestKind.EXTENSION, run.stage, on_behalf, reason, new_deadline
     )
     chain = req.chain
-    _cas(session, run)  # serialise with every other change to this run
+    _cas(session, ctx)  # serialise with every other change to this run
     _log(
         session,
         ctx,
@@ -274,18 +248,12 @@ def request_extension(
         reason=reason,
         new_deadline=format_local(new_deadline),
     )
+    _finish(session, ctx)
     return req
 
 
 def _load_request(session: Session, request_id: int, actor: Actor) -> tuple[Request, RunContext]:
-    req = session.get(Request, request_id)
-    if req is None:
-        raise NotFound("申请不存在", details={"request_id": request_id})
-    try:
-        ctx = load_run(session, req.run_id, actor)
-    except NotFound:
-        raise NotFound("申请不存在", details={"request_id": request_id}) from None
-    return req, ctx
+    return _load_request_ctx(session, request_id, actor)
 
 
 def _check_approver(session: Session, req: Request, ctx: RunContext, actor: Actor) -> None:
@@ -300,14 +268,18 @@ def _check_approver(session: Session, req: Request, ctx: RunContext, actor: Acto
         raise Forbidden("不能审批本支部的申请（本人任该支部书记）", details={"rule": "own_branch"})
     approver_id = req.current_approver_org_id or 0
     if not actor.holds_on(approver_id, SUPERIOR_ROLES):
-        approver = session.get(Organisation, approver_id)
-        assert approver is not None
-        if not actor.holds_above(approver.path, frozenset({Role.ADMIN})):
-            raise Forbidden(
-                f"此步须由「{approver.name}」的委员审批", details={"rule": "not_approver"}
-            )
+        known = ctx.approver if ctx.approver and ctx.approver[0] == approver_id else None
+        path, name = known[1:] if known else _org_path_name(session, approver_id)
+        if not actor.holds_above(path, frozenset({Role.ADMIN})):
+            raise Forbidden(f"此步须由「{name}」的委员审批", details={"rule": "not_approver"})
     if req.step > 0 and _decided_before(session, req, actor):
         raise Forbidden("同一申请的各级审批须由不同的人作出", details={"rule": "same_approver"})
+
+
+def _org_path_name(session: Session, org_id: int) -> tuple[str, str]:
+    org = session.get(Organisation, org_id)
+    assert org is not None
+    return org.path, org.name
 
 
 def approve(
@@ -322,13 +294,14 @@ def approve(
     req, ctx = _load_request(session, request_id, actor)
     _check_approver(session, req, ctx, actor)
     opinion = (opinion or "").strip() or None
-    _decide(session, req, actor, "approved", opinion, now)
+    _decide(session, ctx, req, actor, "approved", opinion, now)
     if req.step + 1 < len(req.chain):
         _forward(session, req, ctx, actor, opinion)
     elif req.kind == RequestKind.EXTENSION:
         _grant_extension(session, req, ctx, actor, opinion, now or utcnow())
     else:
         _apply_advance(session, req, ctx, actor, opinion, now or utcnow())
+    _finish(session, ctx, now)
     return req
 
 
@@ -336,8 +309,8 @@ def _forward(
     session: Session, req: Request, ctx: RunContext, actor: Actor, opinion: str | None
 ) -> None:
     step = req.step
-    _update_pending(session, req, step=step + 1, current_approver_org_id=req.chain[step + 1])
-    _cas(session, ctx.run)
+    _update_pending(session, ctx, req, step=step + 1, current_approver_org_id=req.chain[step + 1])
+    _cas(session, ctx)
     _log(
         session, ctx, "request.step_approved", actor, request_id=req.id, step=step, opinion=opinion
     )
@@ -354,8 +327,8 @@ def _forward(
 
 
 def _enter(session: Session, ctx: RunContext, stage: str, now: datetime) -> dict[str, Any]:
-    inbox.resolve_run(session, ctx.run.id, now)  # the stage it leaves: reminders and 督办 done
-    deadline = deadline_for(ctx.campaign.schedule, stage, now, lambda: load_calendar(session))
+    ctx.writes.resolve["run_id"] = ctx.run.id  # the stage it leaves: reminders and 督办 done
+    deadline = deadline_for(ctx.campaign.schedule, stage, now, lambda: cached_calendar(session))
     return {
         "stage": stage,
         "entered_at": now,
@@ -377,8 +350,8 @@ def _apply_advance(
     if run.stage != req.from_stage:
         raise Conflict("所处阶段已变化，此申请已失效", details={"rule": "stale_request"})
     outcome = _advance_or_raise(session, ctx)
-    _close(session, req, RequestStatus.APPROVED, now)
-    _cas(session, run, pending_request_id=None, **_enter(session, ctx, outcome.state, now))
+    _close(session, ctx, req, RequestStatus.APPROVED, now)
+    _cas(session, ctx, pending_request_id=None, **_enter(session, ctx, outcome.state, now))
     _log(
         session,
         ctx,
@@ -412,8 +385,10 @@ def _grant_extension(
     now: datetime,
 ) -> None:
     old = ctx.run.deadline
-    _close(session, req, RequestStatus.APPROVED, now)
-    _cas(session, ctx.run, deadline=req.requested_deadline, escalation_level=0)
+    _close(session, ctx, req, RequestStatus.APPROVED, now)
+    _cas(session, ctx, deadline=req.requested_deadline, escalation_level=0)
+    # The deadline moved: the run's 督办 notices are done (its reminders still stand).
+    ctx.writes.resolve.update(run_id=ctx.run.id, run_kinds=ESCALATION_KINDS)
     _log(
         session,
         ctx,
@@ -453,8 +428,8 @@ def return_request(
     req, ctx = _load_request(session, request_id, actor)
     _check_approver(session, req, ctx, actor)
     now = now or utcnow()
-    _decide(session, req, actor, "returned", reason, now)
-    _close(session, req, RequestStatus.RETURNED, now, reason)
+    _decide(session, ctx, req, actor, "returned", reason, now)
+    _close(session, ctx, req, RequestStatus.RETURNED, now, reason)
     values: dict[str, Any] = {}
     if req.kind == RequestKind.ADVANCE:
         values["pending_request_id"] = None
@@ -462,7 +437,7 @@ def return_request(
         outcome = fire(ctx.tpl, ctx.run.stage, RETURN_PREFIX + to_stage)
         values.update(_enter(session, ctx, outcome.state, now))
     from_stage = ctx.run.stage
-    _cas(session, ctx.run, **values)
+    _cas(session, ctx, **values)
     _log(
         session,
         ctx,
@@ -486,6 +461,7 @@ def return_request(
         reason=reason,
         stage=stage_label(ctx.tpl, ctx.run.stage),
     )
+    _finish(session, ctx, now)
     return req
 
 
@@ -514,8 +490,8 @@ def send_back(
         session.get(Request, ctx.run.pending_request_id) if ctx.run.pending_request_id else None
     )
     if pending is not None:
-        _close(session, pending, RequestStatus.RETURNED, now, reason)
-    _cas(session, ctx.run, pending_request_id=None, **_enter(session, ctx, outcome.state, now))
+        _close(session, ctx, pending, RequestStatus.RETURNED, now, reason)
+    _cas(session, ctx, pending_request_id=None, **_enter(session, ctx, outcome.state, now))
     _log(
         session,
         ctx,
@@ -530,11 +506,12 @@ def send_back(
         session,
         ctx,
         "run_sent_back",
-        f"{ctx.run.id}:{ctx.run.version}",
+        f"{ctx.run.id}:{ctx.run.version + 1}",  # the version this change gives the run
         ctx.org.id or 0,
         reason=reason,
         stage=stage_label(ctx.tpl, to_stage),
     )
+    _finish(session, ctx, now)
     return ctx.run
 
 
@@ -548,9 +525,10 @@ def withdraw(session: Session, *, request_id: int, actor: Actor) -> Request:
             f"该申请已{STATUS_LABELS.get(req.status, req.status)}，不能撤回",
             details={"rule": "not_pending", "status": req.status},
         )
-    _close(session, req, RequestStatus.WITHDRAWN, utcnow())
+    now = utcnow()
+    _close(session, ctx, req, RequestStatus.WITHDRAWN, now)
     values = {"pending_request_id": None} if req.kind == RequestKind.ADVANCE else {}
-    _cas(session, ctx.run, **values)
+    _cas(session, ctx, **values)
     _log(session, ctx, "request.withdrawn", actor, request_id=req.id, kind=req.kind)
     _notify(
         session,
@@ -561,6 +539,7 @@ def withdraw(session: Session, *, request_id: int, actor: Actor) -> Request:
         request_id=req.id,
         kind=req.kind,
     )
+    _finish(session, ctx, now)
     return req
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -163,8 +164,25 @@ def load_calendar(session: Session) -> WorkCalendar:
     return WorkCalendar({row.day: row.is_workday for row in rows})
 
 
+#: Calendars kept per database for the command path: (loaded at, calendar), by database URL.
+_CACHE: dict[str, tuple[float, WorkCalendar]] = {}
+#: How long a cached calendar is trusted (an override set by another process shows after this).
+CACHE_SECONDS = 30.0
+
+
+def cached_calendar(session: Session) -> WorkCalendar:
+    """`load_calendar`, kept per process for `CACHE_SECONDS`; `set_override` here refreshes it."""
+    key = str(session.get_bind().engine.url)
+    hit = _CACHE.get(key)
+    now = time.monotonic()
+    if hit is None or now - hit[0] > CACHE_SECONDS:
+        hit = _CACHE[key] = (now, load_calendar(session))
+    return hit[1]
+
+
 def set_override(session: Session, *, day: date, is_workday: bool, note: str | None) -> None:
     """Insert or update the override for `day`; flushes, the caller commits."""
+    _CACHE.clear()
     row = session.get(CalendarOverride, day)
     if row is None:
         row = CalendarOverride(day=day, is_workday=is_workday, note=note)

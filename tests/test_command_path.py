@@ -9,22 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import create_engine, event, func, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, select
 
-from states import runs
+from states import audit, inbox, runs
 from states.db import unit_of_work
+from states.models import AuditEvent, Decision, InboxItem, OutboxMessage, Request
+from tests.api_world import MEETING as API_MEETING
+from tests.api_world import build_world
 from tests.factories import MEETING
 from tests.test_runs import World
 
 #: Ceilings per command and backend (statements sent by the driver in its transaction).
 CEILINGS = {
-    "record_evidence": {"sqlite": 7, "postgresql": 6},
-    "request_advance": {"sqlite": 11, "postgresql": 10},
-    "approve": {"sqlite": 14, "postgresql": 13},
+    "record_evidence": {"sqlite": 7, "postgresql": 5},
+    "request_advance": {"sqlite": 8, "postgresql": 5},
+    "approve": {"sqlite": 9, "postgresql": 3},
 }
 
 
@@ -77,3 +83,105 @@ def test_statements_per_command(engine: Engine, backend: str) -> None:
         print(name, backend, len(seen), *seen, sep="\n  ")
     over = {name: len(seen) for name, seen in counts.items() if len(seen) > CEILINGS[name][backend]}
     assert not over, (over, counts)
+
+
+def test_a_granted_extension_resolves_the_runs_escalations(engine: Engine) -> None:
+    """督办 notices of the run resolve with the grant; its reminders and other runs' stay."""
+    with Session(engine, expire_on_commit=False) as session:
+        w = World(session)
+        run, other = w.run("S1"), w.run("S2")
+        for run_id, kind in ((run.id, "overdue"), (run.id, "reminder"), (other.id, "overdue")):
+            inbox.post(session, user_ids=[w.sec1.user_id], kind=kind, title="督办", run_id=run_id)
+        session.commit()
+        assert run.deadline is not None
+        new = run.deadline + timedelta(days=7)
+        req = w.do(
+            runs.request_extension, run_id=run.id, actor=w.sec1, new_deadline=new, reason="任务重"
+        )
+        w.do(runs.approve, request_id=req.id, actor=w.g1)
+        items = session.execute(select(InboxItem)).scalars().all()
+        state = {(i.run_id, i.kind): i.resolved_at is not None for i in items}
+    assert state == {
+        (run.id, "overdue"): True,
+        (run.id, "reminder"): False,
+        (other.id, "overdue"): False,
+    }
+
+
+# --- a connection the database server drops ----------------------------------------------------
+
+
+def _terminate(url: str, pids: list[int] | None = None) -> None:
+    """pg_terminate_backend: the given backends, or every other one of this database."""
+    admin = create_engine(url, poolclass=NullPool)
+    where = "pid = ANY(:pids)" if pids else "datname = current_database()"
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {where}"
+                " AND pid <> pg_backend_pid()"
+            ),
+            {"pids": pids} if pids else {},
+        )
+    admin.dispose()
+
+
+def _kill_on_write(engine: Engine, url: str, times: int) -> list[int]:
+    """Terminate the backend of the next `times` command writes just before they are sent."""
+    killed: list[int] = []
+
+    def _before(conn: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        if statement.startswith("WITH w_") and len(killed) < times:
+            pid = conn.connection.dbapi_connection.info.backend_pid
+            killed.append(pid)
+            _terminate(url, [pid])
+
+    event.listen(engine, "before_cursor_execute", _before)
+    return killed
+
+
+def _meeting() -> dict[str, Any]:
+    return {"kind": "meeting", "data": API_MEETING}
+
+
+def _state(engine: Engine, request_id: int) -> tuple[str, int, int, int]:
+    with Session(engine) as s:
+        status = s.execute(select(Request.status).where(Request.id == request_id)).scalar_one()
+        decisions = s.execute(select(func.count()).select_from(Decision)).scalar_one()
+        advanced = s.execute(
+            select(func.count()).where(AuditEvent.action == "stage.advanced")
+        ).scalar_one()
+        notices = s.execute(
+            select(func.count()).where(OutboxMessage.event_kind == "request_approved")
+        ).scalar_one()
+    return str(status), int(decisions), int(advanced), int(notices)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_idle_connections_dropped_by_the_server_are_replaced(engine: Engine, db_url: str) -> None:
+    w = build_world(engine)
+    run = w.runs["S1"]
+    assert w.post("sec_s1", f"/api/v1/runs/{run}/evidence", json=_meeting()).status_code == 201
+    _terminate(db_url)  # every pooled connection of the app dies while idle
+    r = w.post("sec_s1", f"/api/v1/runs/{run}/requests", json={})
+    assert r.status_code == 201, r.text
+    with Session(engine) as s:
+        assert s.execute(select(func.count()).select_from(Request)).scalar_one() == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_write_on_a_killed_connection_is_retried_once_or_503(engine: Engine, db_url: str) -> None:
+    w = build_world(engine)
+    run = w.runs["S1"]
+    assert w.post("sec_s1", f"/api/v1/runs/{run}/evidence", json=_meeting()).status_code == 201
+    req = w.post("sec_s1", f"/api/v1/runs/{run}/requests", json={}).json()["id"]
+    killed = _kill_on_write(engine, db_url, times=2)  # the attempt and its one retry
+    r = w.post("com_g1", f"/api/v1/requests/{req}/approve", json={})
+    assert len(killed) == 2 and r.status_code == 503, r.text
+    assert _state(engine, req) == ("pending", 0, 0, 0)  # nothing of either attempt
+    killed.pop()  # one more kill allowed: the first attempt dies, its retry lands
+    r = w.post("com_g1", f"/api/v1/requests/{req}/approve", json={})
+    assert r.status_code == 200, r.text
+    assert _state(engine, req) == ("approved", 1, 1, 1)  # exactly once
+    with Session(engine) as s:
+        assert audit.verify(s).ok

@@ -123,8 +123,8 @@ def test_first_launches_at_once_share_one_template_version(pg_engine: Engine) ->
 def test_a_withdrawal_between_reading_a_request_and_its_run_is_caught(
     pg_engine: Engine, monkeypatch: Any
 ) -> None:
-    """The exact interleaving that once let both win: the approver reads the request, the
-    requester withdraws and commits, then the approver reads the run (at its new version)."""
+    """The interleaving that once let both win: the approver reads the request (and now, in
+    the same query, its run), the requester withdraws and commits, then the approver writes."""
     from states.errors import ConcurrentUpdate
 
     with Session(pg_engine, expire_on_commit=False) as session:
@@ -132,17 +132,18 @@ def test_a_withdrawal_between_reading_a_request_and_its_run_is_caught(
         run_id = w.run("S1").id or 0
         w.fill(run_id, w.sec1)
         req = w.do(runs.request_advance, run_id=run_id, actor=w.sec1)
-    load_run = runs.load_run
+    load_request = runs._load_request_ctx
     fired = []
 
-    def withdraw_first(session: Session, rid: int, actor: Any, **kw: Any) -> Any:
+    def withdraw_after_reading(session: Session, rid: int, actor: Any) -> Any:
+        out = load_request(session, rid, actor)
         if not fired:
             fired.append(True)
             with unit_of_work(pg_engine) as other:
                 runs.withdraw(other, request_id=req.id or 0, actor=w.sec1)
-        return load_run(session, rid, actor, **kw)
+        return out
 
-    monkeypatch.setattr(runs, "load_run", withdraw_first)
+    monkeypatch.setattr(runs, "_load_request_ctx", withdraw_after_reading)
     try:
         with unit_of_work(pg_engine) as s:
             runs.approve(s, request_id=req.id or 0, actor=w.g1)

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from states import audit
 from states.catalog import DONE, Stage
 from states.errors import Conflict, Forbidden, InvalidInput, NotFound
 from states.evidence.hashing import content_hash
@@ -22,7 +21,7 @@ from states.evidence.validation import validate_evidence
 from states.machines import stage_label
 from states.models import Evidence, EvidenceLink, Organisation, Role
 from states.orgs import ancestors
-from states.run_core import SUPERIOR_ROLES, RunContext, acting_as, flush, load_run, log
+from states.run_core import SUPERIOR_ROLES, RunContext, acting_as, finish, flush, load_run, log
 from states.users import Actor
 
 #: Who may record a grade or commendation (`decision`): a committee above, like `review`.
@@ -135,12 +134,9 @@ def _save(session: Session, ctx: RunContext, actor: Actor, evs: list[Evidence]) 
     ]
     session.add_all(links)
     flush(session)
-    audit.append_many(
-        session,
-        stream=f"run:{ctx.run.id}",
-        run_id=ctx.run.id,
-        events=[("evidence.recorded", actor.user_id, _recorded_event(ctx, ev)) for ev in evs],
-    )
+    for ev in evs:  # chained after the head the locked run holds, sent with its move
+        ctx.writes.events.append(("evidence.recorded", actor.user_id, _recorded_event(ctx, ev)))
+    finish(session, ctx)
 
 
 def record(
@@ -296,6 +292,7 @@ def _log_link(session: Session, ctx: RunContext, actor: Actor, action: str, ev: 
         kind=ev.kind,
         subject=ev.subject,
     )
+    finish(session, ctx)
 
 
 def links_of(session: Session, evidence_ids: Sequence[int]) -> dict[int, list[EvidenceLink]]:
