@@ -23,6 +23,7 @@ from states.models import ApiToken, AuditEvent, User
 from states.sso import providers
 from states.sso.models import SsoIdentity, SsoState
 from states.timeutil import utcnow
+from states.tokens import token_digest
 from tests.api_world import World
 from tests.browser import WebUser, csrf_of, web_user
 from tests.sso_stand_ins import SsoServer, sso_server
@@ -394,3 +395,19 @@ def test_the_platform_is_reached_only_through_the_guarded_client(
     monkeypatch.setenv("DANGJIAN_OUTBOUND_ALLOW", "")  # loopback no longer allowed
     _, resp = sign_in(world, sso, "wecom", "wecom-zhang")
     assert resp.status_code == 502 and "无法连接企业微信" in resp.text
+
+
+def test_signing_in_over_an_older_session_ends_that_session(world: World, sso: SsoServer) -> None:
+    w = world
+    bind(w, sso, "sec_s1", "wecom", "wecom-zhang")
+    shared = web_user(w.client.app, "sec_s2")  # someone else's session in this browser
+    before = shared.client.cookies.get("dj_session")
+    url = confirm(sso, to_platform(shared, "/sso/wecom/login"), "wecom-zhang")
+    assert callback(shared, url).status_code == 303
+    assert shared.client.cookies.get("dj_session") != before
+    with Session(w.engine) as s:
+        old = s.execute(
+            select(ApiToken.revoked_at).where(ApiToken.token_hash == token_digest(str(before)))
+        ).scalar_one()
+    assert old is not None
+    assert shared.get("/").status_code == 200  # the new session (sec_s1) works

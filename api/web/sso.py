@@ -41,7 +41,7 @@ from states.sso.providers import (
     subject_for,
 )
 from states.sso.providers import authorize_url as platform_url
-from states.tokens import TOKEN_TTL, issue_token
+from states.tokens import TOKEN_TTL, issue_token, revoke_token
 from states.users import Actor
 
 router = APIRouter(include_in_schema=False)
@@ -179,6 +179,9 @@ def _log_in(request: Request, cfg: Settings, subject: str) -> Response:
         with unit_of_work(engine_of(request)) as s:
             user = service.login_user(s, provider=cfg.provider, subject=subject)
             issued = issue_token(s, user.id or 0, label="web") if user is not None else None
+            previous = web.session_token(request)
+            if issued is not None and previous is not None:
+                revoke_token(s, previous)  # the session this browser held before, if any
             must_change = bool(user is not None and user.must_change_password)
     except Forbidden as exc:
         return _refusal(request, 403, "不能登录", exc.message)
