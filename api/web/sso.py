@@ -164,13 +164,10 @@ def _bind(
             added = service.bind(s, user_id=actor.user_id, provider=cfg.provider, subject=subject)
     except Conflict as exc:
         return _refusal(request, 409, f"不能绑定{cfg.label}", exc.message)
-    web.flash(
-        request,
-        f"已绑定{cfg.label}，以后可以在登录页“使用{cfg.label}登录”"
-        if added
-        else f"这个{cfg.label}账号已绑定在您的账号上",
-        "success" if added else "info",
-    )
+    if added:
+        web.flash(request, f"已绑定{cfg.label}，以后可以在登录页“使用{cfg.label}登录”")
+    else:
+        web.flash(request, f"这个{cfg.label}账号已绑定在您的账号上", "info")
     return _forget_state(web.redirect(ACCOUNT_PAGE))
 
 
