@@ -119,7 +119,7 @@ def test_an_overdue_review_escalates_the_committee_and_climbs_from_it(world: Wor
     assert "内科第二党支部的领导点评待第一医院内科党总支点评" in notice.title
     assert "待您完成" in notice.text and "请督促其" not in notice.text
     high, _ = render_notice("overdue", s1.payload)
-    assert "请督促第一医院内科党总支尽快完成点评" in high.text
+    assert "第 3 级督办：请第一医院内科党总支尽快完成点评" in high.text
     with Session(w.engine) as s:  # the branch's own ladder level is untouched
         assert s.get(Run, w.runs["S1"]).escalation_level == 0  # type: ignore[union-attr]
         assert s.get(Run, w.runs["S3"]).escalation_level == 1  # type: ignore[union-attr]
