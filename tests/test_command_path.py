@@ -7,11 +7,19 @@ SQLite, where they are statements), for a command whose per-process caches are w
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, event, func, text
 from sqlalchemy.engine import Engine
@@ -185,3 +193,35 @@ def test_a_write_on_a_killed_connection_is_retried_once_or_503(engine: Engine, d
     assert _state(engine, req) == ("approved", 1, 1, 1)  # exactly once
     with Session(engine) as s:
         assert audit.verify(s).ok
+
+
+# --- dangjian serve --------------------------------------------------------------------------
+
+
+def _listeners(port: int) -> int:
+    """Listening TCP sockets on `port` (one per server process with SO_REUSEPORT)."""
+    rows = [ln.split() for ln in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(1 for r in rows if r[1].endswith(f":{port:04X}") and r[3] == "0A")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_serve_runs_one_server_per_worker_on_reuseport_sockets(db_url: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2"]
+    env = {**os.environ, "DATABASE_URL": db_url}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while _listeners(port) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert _listeners(port) == 2
+        for _ in range(6):  # new connections, spread by the kernel; every one answered
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10, trust_env=False)
+            assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, out
+    assert "服务进程 / server processes: 2" in out and _listeners(port) == 0

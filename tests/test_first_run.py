@@ -58,6 +58,7 @@ def test_demo_prints_every_login_once_and_serve_none(
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)  # the banner, not the server
+    monkeypatch.setattr("api.cli.serve.serve_many", lambda *a, **k: None)  # nor its processes
     served = runner.invoke(main, ["serve", "--port", "8123"], catch_exceptions=False).output
     assert "http://127.0.0.1:8123/" in served
     assert DEMO_PASSWORD not in served and not any(lg.username in served for lg in logins)
