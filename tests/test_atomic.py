@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from states import audit, outbox, runs
+from states import audit, run_core, run_writes, runs
 from states.db import unit_of_work
 from states.models import AuditEvent, OutboxMessage, Request, Run
 from tests.test_runs import World
@@ -38,17 +38,23 @@ def test_failure_after_the_state_change_leaves_nothing(
     def boom(*_a: Any, **_k: Any) -> None:
         raise RuntimeError("disk full")
 
-    if breaks == "outbox":
-        monkeypatch.setattr(outbox, "enqueue", boom)
-    else:
-        real = audit.append
+    if breaks == "outbox":  # every write of the command sent, then a failure before COMMIT
+        real_apply = run_writes.apply
 
-        def append_then_fail(s: Session, **kw: Any) -> Any:
-            if kw.get("action") == "stage.advanced":
+        def apply_then_fail(*a: Any, **k: Any) -> None:
+            real_apply(*a, **k)
+            boom()
+
+        monkeypatch.setattr(run_core, "apply", apply_then_fail)
+    else:  # the audit event cannot be built
+        real = audit.chain_rows
+
+        def chain_then_fail(head: Any, **kw: Any) -> Any:
+            if any(action == "stage.advanced" for action, *_ in kw["events"]):
                 boom()
-            return real(s, **kw)
+            return real(head, **kw)
 
-        monkeypatch.setattr(audit, "append", append_then_fail)
+        monkeypatch.setattr(audit, "chain_rows", chain_then_fail)
     request_id = req.id or 0
     session.commit()  # end the test session's read transaction (SQLite: release its lock)
     with pytest.raises(RuntimeError), unit_of_work(engine) as s:
