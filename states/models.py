@@ -582,6 +582,9 @@ class Bulletin(SQLModel, table=True):
 
 # The roster lives in its own package; importing it here registers its table with the rest.
 from states.board.models import BoardMessage, PublicBoard  # noqa: E402, F401
+from states.calfeed.models import CalendarFeed  # noqa: E402, F401
+from states.jobs.models import Job  # noqa: E402, F401
 from states.members.models import Member  # noqa: E402, F401
 from states.sso.models import SsoIdentity, SsoState  # noqa: E402, F401
+from states.supervision.models import Circular, CircularItem, Finding  # noqa: E402, F401
 from states.survey.models import Survey, SurveyAnswer, SurveyCode, SurveyHit  # noqa: E402, F401

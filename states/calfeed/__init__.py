@@ -1,0 +1,1 @@
+"""Personal deadline calendars (ICS feeds) behind revocable addresses."""
