@@ -23,6 +23,7 @@ from api.v1 import (
     approvals_batch,
     attachments,
     auth,
+    board,
     campaigns,
     evidence,
     members,
@@ -33,6 +34,7 @@ from api.v1 import (
     owed,
     requests,
     runs,
+    survey,
     templates,
 )
 from states.db import get_engine
@@ -54,6 +56,8 @@ ROUTERS = (
     myruns,
     owed,
     attachments,
+    board,
+    survey,
 )
 #: The site icon, drawn once with Pillow (a white star on a red square) and committed.
 FAVICON = Path(web.__file__).parent / "static" / "favicon.ico"
