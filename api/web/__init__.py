@@ -17,6 +17,10 @@
 * `account`   – /account/password (修改密码), /orgs/{id}/users/{id}/password (重置密码)
 * `sso`       – /account (我的账号), sign-in with WeCom, DingTalk or Feishu (/sso/…)
 * `bulk`      – /runs/{id}/commitments, /runs/{id}/meeting: entry from the roster (党员名册)
+* `board`     – /runs/{id}/board, /campaigns/{id}/boards: publishing 公示 boards, their 意见箱
+* `public_board` – /b/{token}: the public 公示 board (no login)
+* `survey`    – /runs/{id}/survey: 群众评议问卷 (open, results, close, print codes, paper entry)
+* `public_survey` – /s/{token}: the public survey form and receipt check (no login)
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from api.web import (
     approvals_batch,
     attachments,
     auth,
+    board,
     bulk,
     dashboard,
     desk,
@@ -37,9 +42,12 @@ from api.web import (
     members,
     notices,
     orgs,
+    public_board,
+    public_survey,
     runs,
     session,
     sso,
+    survey,
 )
 
 PAGES = (
@@ -58,6 +66,10 @@ PAGES = (
     notices,
     account,
     sso,
+    board,
+    public_board,
+    survey,
+    public_survey,
 )
 
 
