@@ -115,6 +115,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/api/v1/orgs/{org_id}/channels"): {
         "channels": [{"kind": "webhook", "url": "http://127.0.0.1:9/hook"}]
     },
+    ("POST", "/api/v1/runs/{run_id}/board"): {"mask_names": True},
+    ("POST", "/api/v1/campaigns/{campaign_id}/boards"): {"org_id": 1, "mask_names": True},
     ("PUT", "/api/v1/orgs/{org_id}/notice-templates/{event_kind}"): {
         "source": "{% block title %}T{% endblock %}{% block body %}B{% endblock %}"
     },
