@@ -65,6 +65,7 @@ def sample_ids(w: World) -> dict[str, Any]:
         s.commit()
         ids["bulletin_id"] = bulletin.id
     ids["org_id"] = w.orgs["S1"].id
+    ids["token"] = "forged.token"  # public addresses (/b/, /s/): a forged one is the 404 page
     return ids
 
 
