@@ -97,9 +97,15 @@ def test_an_overdue_review_sits_on_the_committees_desk(live_world: LiveWorld, pa
 
 
 def test_the_branch_hears_nothing_of_the_review(live_world: LiveWorld, page: Any) -> None:
+    page.set_viewport_size(PHONE)
     login(page, live_world.base_url, "sec_s1")
     assert page.locator("#owed").count() == 0
     assert "领导点评" not in page.locator("#notices").inner_text()
+    card = page.locator(f".run-card[data-run-id='{live_world.world.runs['S1']}']")
+    assert "待上级点评" in card.locator(".badge").first.inner_text()
+    assert "本阶段由上级党组织点评，无需您办理" in card.locator(".held-above").inner_text()
+    assert "已逾期" not in card.inner_text()
+    _save(page, "owner-branch-desk-375")
 
 
 def test_the_campaign_page_says_who_holds_each_branch(live_world: LiveWorld, page: Any) -> None:

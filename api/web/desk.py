@@ -20,8 +20,9 @@ from states import inbox, runs
 from states.campaigns import template_by_digest
 from states.catalog import DONE
 from states.db import read_session
-from states.holders import owed_to
+from states.holders import ABOVE, holders, owed_to
 from states.models import Campaign, Organisation, Role, Run, TemplateVersion
+from states.owners import word
 from states.queries import approval_inbox
 from states.runs import ACT_ROLES, RunContext
 from states.timeutil import utcnow
@@ -48,6 +49,9 @@ class RunCard:
     pending: bool
     returned: Opinion | None
     done: bool
+    #: Set when the stage waits on the superior's own work (待上级点评 …), not the branch's.
+    held_above: str | None = None
+    held_word: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,17 @@ def my_runs(session: Session, actor: Actor, now: datetime, cal: WorkCalendar) ->
         .order_by(col(Run.completed_at).is_not(None), col(Run.deadline), col(Run.id))
         .limit(DESK_LIMIT)
     ).all()
+    tpls = {
+        campaign.id or 0: template_by_digest(session, campaign.template_version_id, digest)
+        for _r, _o, campaign, digest in rows
+    }
+    held = holders(session, [r for r, *_ in rows], tpls, cal, now)
     cards = []
-    for run, org, campaign, digest in rows:
-        tpl = template_by_digest(session, campaign.template_version_id, digest)
+    for run, org, campaign, _digest in rows:
+        tpl = tpls[campaign.id or 0]
         ctx = RunContext(run, campaign, org, tpl)
         needs = [c.reason for c in runs.checklist(session, ctx) if not c.met]
+        above = held[run.id or 0].label if held[run.id or 0].kind == ABOVE else None
         cards.append(
             RunCard(
                 id=run.id or 0,
@@ -88,11 +98,13 @@ def my_runs(session: Session, actor: Actor, now: datetime, cal: WorkCalendar) ->
                 campaign_name=campaign.name,
                 stage_name=tpl.stage_name(run.stage),
                 progress=progress(tpl, run.stage),
-                badge=deadline_badge(run, now, cal),
+                badge=Badge("amber", above) if above else deadline_badge(run, now, cal),
                 needs=needs,
                 pending=run.pending_request_id is not None,
                 returned=last_return(session, run),
                 done=run.stage == DONE,
+                held_above=above,
+                held_word=word(tpl, run.stage) if above else "",
             )
         )
     return cards
