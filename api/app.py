@@ -24,6 +24,7 @@ from api.v1 import (
     attachments,
     auth,
     board,
+    calendar,
     campaigns,
     evidence,
     members,
@@ -58,6 +59,7 @@ ROUTERS = (
     attachments,
     board,
     survey,
+    calendar,
 )
 #: The site icon, drawn once with Pillow (a white star on a red square) and committed.
 FAVICON = Path(web.__file__).parent / "static" / "favicon.ico"

@@ -35,6 +35,7 @@ from api.web import (
     auth,
     board,
     bulk,
+    calendar,
     dashboard,
     desk,
     evidence,
@@ -70,6 +71,7 @@ PAGES = (
     public_board,
     survey,
     public_survey,
+    calendar,
 )
 
 
