@@ -36,3 +36,6 @@ class Job(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Touched with every chunk of progress: a queued or running job whose heartbeat stopped
+    # (its process ended) is marked failed instead of staying "running" for ever.
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -73,6 +73,7 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         sa.Column("started_at", TS, nullable=True),
         sa.Column("finished_at", TS, nullable=True),
+        sa.Column("heartbeat_at", TS, nullable=True),
         sa.ForeignKeyConstraint(
             ["org_id"],
             ["organisation.id"],
