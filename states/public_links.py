@@ -19,7 +19,7 @@ from typing import Literal
 
 from states.config import data_dir
 
-Kind = Literal["survey", "board", "calendar"]
+Kind = Literal["survey", "board", "calendar", "download"]
 SECRET_ENV = "DANGJIAN_SECRET_KEY"
 KEY_FILE = "secret.key"
 NONCE_BYTES = 18  # 24 URL-safe characters
