@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from states import bulletins, timers
 from states.db import read_session, unit_of_work
+from states.survey.service import close_due
 from states.timers import Plan, Window
 
 LogFn = Callable[[str], None]
@@ -107,7 +108,18 @@ def sweep(
         n = fire_window(engine, window, as_of, batch=batch, log=log)
         if n:
             report.counts[window.count_key()] = report.counts.get(window.count_key(), 0) + n
+    if job == "deadline_sweep" and (closed := close_surveys(engine, as_of)):
+        report.counts[SURVEYS_CLOSED] = closed
     return report
+
+
+SURVEYS_CLOSED = "survey_closed"
+
+
+def close_surveys(engine: Engine, as_of: datetime) -> int:
+    """Close the 群众评议 surveys whose stage deadline has passed (part of the deadline sweep)."""
+    with unit_of_work(engine) as session:
+        return close_due(session, as_utc(as_of))
 
 
 def _warn(log: LogFn | None, message: str) -> None:
