@@ -8,8 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
-from sqlmodel import Session
+from sqlalchemy import func, text, update
+from sqlmodel import Session, select
 
 from states.models import AuditEvent, Evidence, EvidenceLink, Run
 from states.runs import checklist, load_run
