@@ -23,6 +23,7 @@ COMMANDS: dict[str, Lazy] = {
         "api.cli.timed",
         "多台机器：把全部流程登记到工作池（带计划）/ register every flow on a work pool.",
     ),
+    "export": Lazy("api.cli.export", "导出 / exports (台账 workbooks)."),
     "import-orgs": Lazy(
         "api.cli.orgs",
         "从 CSV 或 XLSX 导入组织树（按编码幂等）/ import the organisation tree (idempotent by code).",
