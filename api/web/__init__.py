@@ -21,6 +21,7 @@
 * `public_board` – /b/{token}: the public 公示 board (no login)
 * `survey`    – /runs/{id}/survey: 群众评议问卷 (open, results, close, print codes, paper entry)
 * `public_survey` – /s/{token}: the public survey form and receipt check (no login)
+* `ledger`    – /runs/{id}/ledger.xlsx, /campaigns/{id}/ledger → /jobs/{id}, /d/{token}: 台账 exports
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from api.web import (
     desk,
     evidence,
     launch,
+    ledger,
     members,
     notices,
     orgs,
@@ -72,6 +74,7 @@ PAGES = (
     survey,
     public_survey,
     calendar,
+    ledger,
 )
 
 
