@@ -83,6 +83,7 @@ def _render(
 ) -> Response:
     with read_session(request.app.state.engine) as s:
         context = _context(s, request, run_id, actor, offset)
+        s.expunge_all()  # keep what was read: the session's rollback would expire it
     context["error"] = error
     return web.render(request, "board.html", context, status_code=status_code)
 
@@ -175,6 +176,7 @@ def campaign_boards(
 ) -> Response:
     with read_session(request.app.state.engine) as s:
         context = _campaign_context(s, request, campaign_id, org_id, actor)
+        s.expunge_all()
     return web.render(request, "board_print.html", context)
 
 

@@ -100,6 +100,7 @@ def _board_page(
         if found.ended:
             return _ended(request, found.board)
         content = board_content(s, found.board)
+        s.expunge_all()  # keep what was read: the session's rollback would expire it
     url = public_url(request, token)
     context = {
         "board": found.board,
