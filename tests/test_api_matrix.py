@@ -19,6 +19,7 @@ from api.app import api_routes, create_app, route_access
 from states import inbox, runs
 from states.campaigns import launch_campaign
 from states.models import Attachment, StockOpinion
+from states.survey.models import Survey, SurveyAnswer
 from states.users import load_actor
 from tests.api_world import MEETING, World
 
@@ -77,6 +78,7 @@ def _objects(w: World) -> dict[str, Any]:
         s.add(StockOpinion(org_id=w.orgs["G1"].id or 0, text="材料齐全，同意"))  # G1's 常用意见
         s.commit()
         opinion_id = s.execute(text("SELECT max(id) FROM stock_opinion")).scalar_one()
+        survey_id, answer_id = survey_with_answer(s, run_id, w.orgs["S1"].id or 0, sec.user_id)
     return {
         "org_id": w.orgs["G1"].id,
         "campaign_id": campaign.id,
@@ -87,7 +89,22 @@ def _objects(w: World) -> dict[str, Any]:
         "evidence_id": evidence_id,
         "attachment_id": attachment_id,
         "opinion_id": opinion_id,
+        "survey_id": survey_id,
+        "answer_id": answer_id,
     }
+
+
+def survey_with_answer(s: Session, run_id: int, org_id: int, user_id: int) -> tuple[int, int]:
+    """A 群众评议 survey of S1's run with one paper answer (rows only: reach is what counts)."""
+    survey = Survey(
+        run_id=run_id, stage="mobilize", org_id=org_id, nonce="n" * 24, opened_by=user_id
+    )
+    s.add(survey)
+    s.flush()
+    answer = SurveyAnswer(survey_id=survey.id or 0, channel="paper", receipt="R" * 10, comment="好")
+    s.add(answer)
+    s.commit()
+    return survey.id or 0, answer.id or 0
 
 
 # A valid body for every write that takes an id, so that only reach can refuse it.
@@ -112,6 +129,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/notifications/{notification_id}/read"): {},
     ("POST", "/api/v1/evidence/{evidence_id}/attachments"): {},
     ("POST", "/api/v1/orgs/{org_id}/members/import"): {},
+    ("POST", "/api/v1/runs/{run_id}/survey"): {"codes": 5, "open_link": True},
+    ("POST", "/api/v1/surveys/{survey_id}/close"): {},
+    ("POST", "/api/v1/surveys/{survey_id}/paper"): {"answers": {"q_1": "满意"}},
+    ("POST", "/api/v1/survey-answers/{answer_id}/hide"): {"reason": "不当言论"},
     ("PUT", "/api/v1/orgs/{org_id}/channels"): {
         "channels": [{"kind": "webhook", "url": "http://127.0.0.1:9/hook"}]
     },
