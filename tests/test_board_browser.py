@@ -1,0 +1,104 @@
+"""Chromium on a 375-px phone: a secretary publishes the 公示 board, a member of the public opens
+it without logging in, reads it without scrolling sideways, leaves a message, and prints it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.browser import PHONE, LiveWorld, login
+from tests.test_board import _content, _record, _survey
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+SHOTS = Path(os.environ.get("BOARD_SHOTS", "/tmp/board-shots"))
+
+
+@pytest.fixture
+def phone(browser: Browser) -> Iterator[Page]:
+    """A fresh context (own cookies) with a 375-px phone viewport."""
+    context = browser.new_context(
+        viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai", is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(10_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _no_sideways_scroll(page: Page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], width
+
+
+def test_publish_read_leave_a_message_and_print_on_a_phone(
+    live_world: LiveWorld, phone: Page, browser: Browser
+) -> None:
+    w = live_world.world
+    _content(w)
+    _record(
+        w,
+        "S1",
+        "review",
+        {"achievements": "成效明显", "problems": "台账不全", "direction": "常态化"},
+    )
+    _survey(w, 5, closed=True)
+    run_id = w.runs["S1"]
+
+    login(phone, live_world.base_url, "sec_s1")
+    phone.goto(live_world.url(f"/runs/{run_id}"))
+    phone.click("#board-link")
+    phone.wait_for_url(f"**/runs/{run_id}/board")
+    phone.click("#publish-button")
+    phone.wait_for_selector("#board-url")
+    url = phone.inner_text("#board-url").strip()
+    assert url.startswith(live_world.base_url + "/b/")
+    _no_sideways_scroll(phone)
+    _shot(phone, "staff-phone")
+
+    public = browser.new_context(viewport=PHONE, locale="zh-CN", is_mobile=True, has_touch=True)
+    try:
+        reader = public.new_page()
+        reader.goto(url)
+        assert reader.inner_text("#org") == w.orgs["S1"].name
+        body = reader.inner_text("body")
+        assert "张*" in body and "张三丰" not in body and "台账不全" in body and "80.0%" in body
+        _no_sideways_scroll(reader)
+        _shot(reader, "board-phone")
+        reader.fill("#message", "<b>路灯坏了</b>，请支部帮忙反映")
+        reader.fill("#contact", "王先生")
+        reader.click("#box button[type=submit]")
+        reader.wait_for_selector("#sent")
+        assert "留言已收到" in reader.inner_text("#sent")
+        _no_sideways_scroll(reader)
+        _shot(reader, "board-phone-sent")
+        reader.emulate_media(media="print")
+        assert not reader.is_visible("#box") and reader.is_visible(".qr svg")
+        _shot(reader, "board-print")
+    finally:
+        public.close()
+
+    phone.goto(live_world.url(f"/runs/{run_id}/board"))
+    assert "<b>路灯坏了</b>，请支部帮忙反映" in phone.inner_text("#messages")
+    phone.goto(live_world.url("/notices"))
+    assert "意见箱" in phone.inner_text("body")
+    phone.goto(live_world.url(f"/runs/{run_id}/board"))
+    phone.click("#revoke-form button")
+    phone.wait_for_selector("#no-board")
+    reader = browser.new_page(viewport=PHONE)
+    try:
+        assert reader.goto(url).status == 404  # type: ignore[union-attr]
+        assert "页面不存在" in reader.inner_text("body")
+    finally:
+        reader.close()
