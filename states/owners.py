@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true, tuple_
 from sqlmodel import col
 
-from states.catalog import BRANCH, Stage, Template
+from states.catalog import BRANCH, Template
 from states.glossary import owed_word
 from states.models import Evidence, EvidenceLink, Organisation, Role, Run
 from states.orgs import is_within, path_codes
@@ -122,7 +122,7 @@ def _owner_match(
     orgs: set[tuple[int, str]],
 ) -> ColumnElement[bool]:
     if owner == LAUNCHER:
-        return true_if(any(path == roots[cid] for _o, path in orgs))
+        return true() if any(path == roots[cid] for _o, path in orgs) else false()
     up = tpl.chain_for(stage_id)[0].parent or 1
     if up == 1:
         return col(Organisation.parent_id).in_(sorted(o for o, _p in orgs))
@@ -137,17 +137,9 @@ def _owner_match(
     )
 
 
-def true_if(flag: bool) -> ColumnElement[bool]:
-    return ~false() if flag else false()
-
-
 def word(tpl: Template, stage_id: str) -> str:
     """The superior's action a stage waits for: 点评, 表彰决定, 定级 …"""
-    return owed_word(_stage(tpl, stage_id))
-
-
-def _stage(tpl: Template, stage_id: str) -> Stage:
-    return tpl.stage(stage_id)
+    return owed_word(tpl.stage(stage_id))
 
 
 def owner_names(session: Any, paths: Iterable[str]) -> dict[str, str]:
