@@ -32,7 +32,7 @@ from states.survey import keys
 from states.survey.answers import Refused, Target
 from states.survey.forms import MAX_COMMENT, Answer, check_answer, field_name
 from states.survey.models import Survey
-from states.survey.results import CHANNEL_LABELS, RATINGS, percent, public_summary
+from states.survey.results import CHANNEL_LABELS, RATINGS, percent, survey_summary
 from states.timeutil import format_local
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(public)])
@@ -91,8 +91,7 @@ def _form_context(target: Target, request: Request) -> dict[str, Any]:
 
 def _closed(request: Request, target: Target) -> HTMLResponse:
     with read_session(request.app.state.engine) as s:
-        summary = public_summary(s, target.run_id)
-    summary = summary if summary and summary.survey_id == target.id else None
+        summary = survey_summary(s, target.id)
     return _page(
         410,
         mode="closed",

@@ -69,7 +69,7 @@ def _page(request: Request, actor: Actor, run_id: int, status: int = 200, **extr
             "deadline": format_local(ctx.run.deadline) if ctx.run.deadline else "无期限",
             **extra,
         }
-    return web.render(request, "survey.html", context, status)
+        return web.render(request, "survey.html", context, status)
 
 
 @router.get("/runs/{run_id}/survey")

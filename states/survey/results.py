@@ -141,13 +141,19 @@ def publish(res: Results) -> PublicSummary | None:
 
 
 def latest_closed(session: Session, run_id: int) -> Survey | None:
-    """The run's most recently closed survey, if any."""
+    """The run's most recently opened survey among the closed ones, if any."""
     return session.exec(
         select(Survey)
         .where(Survey.run_id == run_id, col(Survey.closed_at).is_not(None))
-        .order_by(col(Survey.closed_at).desc(), col(Survey.id).desc())
+        .order_by(col(Survey.id).desc())
         .limit(1)
     ).first()
+
+
+def survey_summary(session: Session, survey_id: int) -> PublicSummary | None:
+    """The published aggregate of one survey (None: missing, open, or < 5 answers)."""
+    survey = session.get(Survey, survey_id)
+    return publish(results(session, survey)) if survey is not None else None
 
 
 def public_summary(session: Session, run_id: int) -> PublicSummary | None:
