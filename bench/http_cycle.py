@@ -305,6 +305,11 @@ def record_meetings(dsn: str, targets: Sequence[Target]) -> None:
                     (f"run:{run_id}", 1, now, t.secretary, "evidence.recorded", run_id,
                      json.dumps(data), GENESIS, digest)
                 )  # fmt: skip
+        conn.execute(  # each run's row holds its stream's head (`Run.audit_seq`/`audit_hash`)
+            "UPDATE run SET audit_seq = e.seq, audit_hash = e.hash FROM audit_event e"
+            " WHERE e.stream = 'run:' || run.id AND e.seq = 1 AND run.id = ANY(%s)",
+            (list(by_run),),
+        )
 
 
 # --- CPU accounting from /proc -----------------------------------------------------------------

@@ -218,12 +218,14 @@ def resolve_run(session: Session, run_id: int | None, now: datetime | None = Non
 
 def resolve_statement(
     *,
-    now: datetime,
-    request_id: int | None = None,
-    run_id: int | None = None,
+    now: Any,
+    request_id: Any = None,
+    run_id: Any = None,
     run_kinds: Sequence[str] = STAGE_KINDS,
 ) -> Any:
-    """One UPDATE resolving a request's 待审批 notices and/or a run's `run_kinds` notices."""
+    """One UPDATE resolving a request's 待审批 notices and/or a run's `run_kinds` notices.
+
+    `now`, `request_id` and `run_id` are values or bound parameters."""
     parts = []
     if request_id is not None:
         parts.append(

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import String, cast, func, literal, or_, union_all
+from sqlalchemy import String, bindparam, cast, func, literal, or_, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -84,18 +85,30 @@ def _context(
     return RunContext(run, campaign, org, tpl)
 
 
-def load_request(session: Session, request_id: int, actor: Actor) -> tuple[Request, RunContext]:
-    """The request, its run's context and its current approver in one query.
-
-    NotFound if the request is missing or its run out of the actor's reach."""
+@cache
+def _request_query() -> Any:
+    """Built once: the request, its run's context and its step's approver, by `request_id`."""
     approver = aliased(Organisation)
-    stmt = (
+    return (
         _context_query()
         .add_columns(Request, approver.path, approver.name)
         .join(Request, col(Request.run_id) == col(Run.id))
         .outerjoin(approver, approver.id == col(Request.current_approver_org_id))
+        .where(col(Request.id) == bindparam("request_id"))
     )
-    row = session.exec(stmt.where(Request.id == request_id)).first()
+
+
+@cache
+def _run_query(lock: bool) -> Any:
+    stmt = _context_query().where(col(Run.id) == bindparam("run_id"))
+    return stmt.with_for_update(of=Run) if lock else stmt
+
+
+def load_request(session: Session, request_id: int, actor: Actor) -> tuple[Request, RunContext]:
+    """The request, its run's context and its current approver in one query.
+
+    NotFound if the request is missing or its run out of the actor's reach."""
+    row = session.execute(_request_query(), {"request_id": request_id}).first()
     if row is None or not actor.reaches(row[1].path):
         raise NotFound("申请不存在", details={"request_id": request_id})
     run, org, campaign, digest, req, path, name = row
@@ -109,10 +122,7 @@ def load_run(
     session: Session, run_id: int, actor: Actor | None, *, lock: bool = False
 ) -> RunContext:
     """Return the run's context; NotFound if missing or outside the actor's reach."""
-    stmt = _context_query().where(Run.id == run_id)
-    if lock:
-        stmt = stmt.with_for_update(of=Run)
-    row = session.exec(stmt).first()
+    row = session.execute(_run_query(lock), {"run_id": run_id}).first()
     if row is None or (actor is not None and not actor.reaches(row[1].path)):
         raise NotFound("该创建进度不存在", details={"run_id": run_id})
     run, org, campaign, digest = row
@@ -187,28 +197,34 @@ def checklist(session: Session, ctx: RunContext) -> list[RequirementStatus]:
     return evaluate(ctx.tpl.stage(ctx.run.stage), facts(session, ctx))
 
 
+@cache
+def _facts_query() -> Any:
+    """Built once: a stage's active evidence counted by (kind, subject), and the roster."""
+    counted = (
+        select(literal("e"), Evidence.kind, Evidence.subject, func.count())
+        .join(EvidenceLink, col(EvidenceLink.evidence_id) == col(Evidence.id))
+        .where(
+            col(EvidenceLink.run_id) == bindparam("run_id"),
+            col(EvidenceLink.stage) == bindparam("stage"),
+            col(Evidence.status) == "active",
+        )
+        .group_by(col(Evidence.kind), col(Evidence.subject))
+    )
+    roster = select(literal("m"), cast(Member.id, String), Member.name, literal(0)).where(
+        col(Member.org_id) == bindparam("org_id"), col(Member.status) == ACTIVE
+    )
+    return union_all(counted, roster)
+
+
 def facts(session: Session, ctx: RunContext) -> RunFacts:
     """The facts of the run's current stage; with a roster, its 在册 members by name.
 
     One query: the stage's active evidence counted by (kind, subject), and the roster.
     """
-    run = ctx.run
-    counted = (
-        select(literal("e"), Evidence.kind, Evidence.subject, func.count())
-        .join(EvidenceLink, col(EvidenceLink.evidence_id) == col(Evidence.id))
-        .where(
-            EvidenceLink.run_id == run.id,
-            EvidenceLink.stage == run.stage,
-            Evidence.status == "active",
-        )
-        .group_by(col(Evidence.kind), col(Evidence.subject))
-    )
-    roster = select(literal("m"), cast(Member.id, String), Member.name, literal(0)).where(
-        Member.org_id == ctx.org.id, Member.status == ACTIVE
-    )
+    params = {"run_id": ctx.run.id, "stage": ctx.run.stage, "org_id": ctx.org.id}
     counts: dict[tuple[str, str | None], int] = {}
     members: list[tuple[str, int]] = []
-    for part, a, b, n in session.execute(union_all(counted, roster)).all():
+    for part, a, b, n in session.execute(_facts_query(), params).all():
         if part == "e":
             counts[(a, b)] = int(n)
         else:

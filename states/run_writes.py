@@ -12,19 +12,28 @@ taken) is a ConcurrentUpdate (409) with nothing applied.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, insert, literal, select, update
+from sqlalchemy import CursorResult, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import Executable
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from states import audit, inbox
 from states.errors import ConcurrentUpdate
-from states.models import AuditEvent, Decision, OutboxMessage, Request, RequestStatus, Run
+from states.models import (
+    AuditEvent,
+    Decision,
+    InboxItem,
+    OutboxMessage,
+    Request,
+    RequestStatus,
+    Run,
+)
 
 
 @dataclass
@@ -54,42 +63,110 @@ class Writes:
         )
 
 
-def request_update(req: Request, values: dict[str, Any]) -> Any:
-    return (
-        update(Request)
-        .where(
-            col(Request.id) == req.id,
-            col(Request.status) == RequestStatus.PENDING,
-            col(Request.step) == req.step,
+def _bind(table: Any, prefix: str, keys: Sequence[str]) -> dict[str, Any]:
+    """`{column: bindparam(prefix + column)}` typed like the column (JSON, UTC timestamps)."""
+    return {k: bindparam(prefix + k, type_=table.c[k].type) for k in keys}
+
+
+def _keyed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {prefix + k: v for k, v in values.items()}
+
+
+#: The statements, built once per shape (which columns, which checks) and reused, so that
+#: SQLAlchemy neither rebuilds them nor recomputes their cache keys on every command.
+_BUILT: dict[tuple[Any, ...], Any] = {}
+
+
+def _built(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    stmt = _BUILT.get(key)
+    if stmt is None:
+        stmt = _BUILT[key] = build()
+    return stmt
+
+
+def _request_step(req: Request, values: dict[str, Any]) -> Step:
+    keys = tuple(sorted(values))
+    t = Request.__table__  # type: ignore[attr-defined]
+
+    def build() -> Any:
+        return (
+            update(t)
+            .where(t.c.id == bindparam("rq_id"), t.c.status == bindparam("rq_pending"))
+            .where(t.c.step == bindparam("rq_step"))
+            .values(**_bind(t, "rq_v_", keys))
         )
-        .values(**values)
-        .execution_options(synchronize_session=False)
+
+    params = {"rq_id": req.id, "rq_pending": RequestStatus.PENDING, "rq_step": req.step}
+    lost = ConcurrentUpdate("该申请刚被他人处理，请刷新后重试", details={"request_id": req.id})
+    return (
+        "w_request",
+        _built(("request", keys), build),
+        {**params, **_keyed("rq_v_", values)},
+        lost,
     )
 
 
-def run_update(run: Run, values: dict[str, Any], *, cas: bool) -> Any:
+def _run_step(run: Run, values: dict[str, Any], cas: bool) -> Step:
     """The run's update: with `cas`, only if nobody changed it (version, audit head) since."""
-    where = [col(Run.id) == run.id, col(Run.audit_seq) == run.audit_seq]
-    if cas:
-        where.append(col(Run.version) == run.version)
-    return update(Run).where(*where).values(**values).execution_options(synchronize_session=False)
+    keys = tuple(sorted(values))
+    t = Run.__table__  # type: ignore[attr-defined]
+
+    def build() -> Any:
+        where = [t.c.id == bindparam("u_id"), t.c.audit_seq == bindparam("u_seq")]
+        if cas:
+            where.append(t.c.version == bindparam("u_version"))
+        return update(t).where(*where).values(**_bind(t, "u_v_", keys))
+
+    params = {"u_id": run.id, "u_seq": run.audit_seq, "u_version": run.version}
+    if not cas:
+        del params["u_version"]
+    lost = ConcurrentUpdate("该创建进度刚被他人更新，请刷新后重试", details={"run_id": run.id})
+    return "w_run", _built(("run", keys, cas), build), {**params, **_keyed("u_v_", values)}, lost
 
 
-#: One statement of an `apply`: its name, the statement, and the 409 if it must touch exactly
-#: one row but did not (None: any row count is fine).
-Step = tuple[str, Any, ConcurrentUpdate | None]
+def _insert_step(name: str, model: Any, rows: list[dict[str, Any]]) -> Step:
+    """One row: a statement built once; several (an evidence batch): multi-VALUES."""
+    t = model.__table__
+    if len(rows) > 1:
+        return name, insert(t).values(rows), {}, None
+    keys = tuple(sorted(rows[0]))
+    stmt = _built((name, keys), lambda: insert(t).values(**_bind(t, name + "_", keys)))
+    return name, stmt, _keyed(name + "_", rows[0]), None
+
+
+_INBOX = InboxItem.__table__  # type: ignore[attr-defined]
+
+
+def _inbox_step(now: datetime, resolve: dict[str, Any]) -> Step:
+    shape = (resolve.get("request_id") is not None, resolve.get("run_id") is not None)
+    kinds = tuple(resolve.get("run_kinds", inbox.STAGE_KINDS))
+
+    def build() -> Any:
+        return inbox.resolve_statement(
+            now=bindparam("i_now", type_=_INBOX.c.resolved_at.type),
+            request_id=bindparam("i_request") if shape[0] else None,
+            run_id=bindparam("i_run") if shape[1] else None,
+            run_kinds=kinds,
+        )
+
+    params = {"i_now": now, "i_request": resolve.get("request_id"), "i_run": resolve.get("run_id")}
+    params = {k: v for k, v in params.items() if v is not None}
+    return "w_inbox", _built(("inbox", shape, kinds), build), params, None
+
+
+#: One statement of an `apply`: its name, the statement, its parameters, and the 409 if it
+#: must touch exactly one row but did not (None: any row count is fine).
+Step = tuple[str, Any, dict[str, Any], ConcurrentUpdate | None]
 
 
 def _plan(run: Run, w: Writes, now: datetime) -> tuple[list[Step], dict[str, Any]]:
     steps: list[Step] = []
     if w.request is not None:
-        req, values = w.request
-        lost = ConcurrentUpdate("该申请刚被他人处理，请刷新后重试", details={"request_id": req.id})
-        steps.append(("w_request", request_update(req, values), lost))
+        steps.append(_request_step(*w.request))
     if w.decision is not None:
-        steps.append(("w_decision", insert(Decision).values(**w.decision), None))
+        steps.append(_insert_step("w_decision", Decision, [w.decision]))
     if w.resolve:
-        steps.append(("w_inbox", inbox.resolve_statement(now=now, **w.resolve), None))
+        steps.append(_inbox_step(now, w.resolve))
     values = dict(w.run_values or {})
     if w.run_values is not None:
         values["version"] = run.version + 1
@@ -99,12 +176,11 @@ def _plan(run: Run, w: Writes, now: datetime) -> tuple[list[Step], dict[str, Any
     if rows:
         values.update(audit_seq=rows[-1]["seq"], audit_hash=rows[-1]["hash"])
     if values:
-        lost = ConcurrentUpdate("该创建进度刚被他人更新，请刷新后重试", details={"run_id": run.id})
-        steps.append(("w_run", run_update(run, values, cas=w.run_values is not None), lost))
+        steps.append(_run_step(run, values, cas=w.run_values is not None))
     if rows:
-        steps.append(("w_audit", insert(AuditEvent).values(rows), None))
+        steps.append(_insert_step("w_audit", AuditEvent, rows))
     if w.outbox:
-        steps.append(("w_outbox", insert(OutboxMessage).values(w.outbox), None))
+        steps.append(_insert_step("w_outbox", OutboxMessage, w.outbox))
     return steps, values
 
 
@@ -129,21 +205,30 @@ def apply(session: Session, run: Run, w: Writes, now: datetime) -> None:
 
 
 def _send_each(session: Session, steps: list[Step]) -> None:
-    for _name, stmt, lost in steps:
-        result = session.execute(stmt)
+    for _name, stmt, params, lost in steps:
+        result = session.execute(stmt, params or None)
         if lost is not None and cast(CursorResult[Any], result).rowcount != 1:
             raise lost
 
 
-def _send_one(session: Session, steps: list[Step]) -> None:
+def _combined(steps: list[Step]) -> Any:
     """Every write as a data-modifying CTE of one SELECT that counts each one's rows."""
     counts = [
         select(func.count())
-        .select_from(stmt.returning(literal(1).label("one")).cte(name))
+        .select_from(stmt.returning(literal_column("1")).cte(name))
         .scalar_subquery()
-        for name, stmt, _lost in steps
+        for name, stmt, _params, _lost in steps
     ]
-    row = session.execute(cast(Executable, select(*counts))).one()
-    for (_name, _stmt, lost), n in zip(steps, row, strict=True):
+    return select(*counts)
+
+
+def _send_one(session: Session, steps: list[Step]) -> None:
+    if any(not params for _n, _s, params, _l in steps):  # a multi-row insert: built this once
+        stmt = _combined(steps)
+    else:
+        stmt = _built(tuple(id(s) for _n, s, _p, _l in steps), lambda: _combined(steps))
+    params = {k: v for _n, _s, p, _l in steps for k, v in p.items()}
+    row = session.execute(cast(Executable, stmt), params).one()
+    for (_name, _stmt, _params, lost), n in zip(steps, row, strict=True):
         if lost is not None and n != 1:
             raise lost
