@@ -79,6 +79,9 @@ def _objects(w: World) -> dict[str, Any]:
         s.commit()
         opinion_id = s.execute(text("SELECT max(id) FROM stock_opinion")).scalar_one()
         survey_id, answer_id = survey_with_answer(s, run_id, w.orgs["S1"].id or 0, sec.user_id)
+        grant_id = s.execute(
+            text("SELECT min(id) FROM role_grant WHERE user_id = :u"), {"u": sec.user_id}
+        ).scalar_one()
     return {
         "org_id": w.orgs["G1"].id,
         "campaign_id": campaign.id,
@@ -91,6 +94,8 @@ def _objects(w: World) -> dict[str, Any]:
         "opinion_id": opinion_id,
         "survey_id": survey_id,
         "answer_id": answer_id,
+        "user_id": sec.user_id,  # S1's secretary and her grant there
+        "grant_id": grant_id,
     }
 
 
@@ -129,6 +134,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/notifications/{notification_id}/read"): {},
     ("POST", "/api/v1/evidence/{evidence_id}/attachments"): {},
     ("POST", "/api/v1/orgs/{org_id}/members/import"): {},
+    ("POST", "/api/v1/orgs/{org_id}/users"): {
+        "username": "matrix_user",
+        "display_name": "测试用户",
+        "role": "secretary",
+    },
+    ("POST", "/api/v1/users/{user_id}/grants"): {"org_id": 1, "role": "committee"},
     ("POST", "/api/v1/runs/{run_id}/survey"): {"codes": 5, "open_link": True},
     ("POST", "/api/v1/surveys/{survey_id}/close"): {},
     ("POST", "/api/v1/surveys/{survey_id}/paper"): {"answers": {"q_1": "满意"}},
