@@ -43,6 +43,7 @@ def run_workbook(request: Request, run_id: int, actor: Actor | None) -> FileResp
     """Write the run's workbook to a temporary file and send it (the file goes afterwards)."""
     with read_session(engine_of(request)) as s:
         data = run_book.load(s, run_id, actor)
+        name = run_book.file_name(data)
         out = Path(tempfile.mkstemp(prefix="ledger-", suffix=".xlsx")[1])
         try:
             run_book.write(data, out, base_url=base_url(request))
@@ -52,7 +53,7 @@ def run_workbook(request: Request, run_id: int, actor: Actor | None) -> FileResp
     return FileResponse(
         out,
         media_type=XLSX,
-        filename=run_book.file_name(data),
+        filename=name,
         background=BackgroundTask(out.unlink, missing_ok=True),
     )
 

@@ -97,6 +97,7 @@ def download(token: str, request: Request) -> Response:
     try:
         with read_session(engine_of(request)) as s:
             job, path = service.by_token(s, token)
+            name = job.file_name or "台账.xlsx"
     except NotFound:
         return web.not_found(request)
     except Expired:
@@ -105,4 +106,4 @@ def download(token: str, request: Request) -> Response:
         return web.error_page(request, 410, "下载地址已过期", "下载地址已过期，请重新导出台账。")
     if not path.is_file():
         return web.not_found(request)
-    return FileResponse(path, media_type=XLSX, filename=job.file_name or "台账.xlsx")
+    return FileResponse(path, media_type=XLSX, filename=name)

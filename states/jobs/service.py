@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 
 from states import public_links
 from states.config import data_dir
-from states.db import unit_of_work
+from states.db import read_session, unit_of_work
 from states.errors import DomainError, NotFound
 from states.jobs.models import Job
 from states.timeutil import utcnow
@@ -154,7 +154,7 @@ def run(engine: Engine, job_id: int, work: Work) -> None:
     path, relative = export_path(job_id)
     _set(engine, job_id, status="running", started_at=utcnow())
     try:
-        with Session(engine) as s:
+        with read_session(engine) as s:  # on SQLite: no write lock while progress is written
             name = work(s, path, lambda done, total: _set(engine, job_id, done=done, total=total))
     except Exception as exc:  # the reason is recorded on the row, never lost
         path.unlink(missing_ok=True)

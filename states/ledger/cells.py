@@ -11,6 +11,7 @@ from typing import Any
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import Cell
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -69,16 +70,14 @@ class Sheet:
         for i, (_, width) in enumerate(headers, start=1):
             self.ws.column_dimensions[get_column_letter(i)].width = width
         self._print_setup()
-        top = 0
-        if title:
-            self.ws.append([self._styled(title, _TITLE)])
-            top = 1
-        if headers:
-            self.ws.append([self._styled(h, _BOLD) for h, _ in headers])
-            top += 1
-        if top:
+        top = int(bool(title)) + int(bool(headers))
+        if top:  # before the first row: write-only mode writes the sheet's head with it
             self.ws.freeze_panes = f"A{top + 1}"
             self.ws.print_title_rows = f"1:{top}"
+        if title:
+            self.ws.append([self._styled(title, _TITLE)])
+        if headers:
+            self.ws.append([self._styled(h, _BOLD) for h, _ in headers])
 
     def _print_setup(self) -> None:
         self.ws.page_setup.orientation = "landscape"
@@ -104,7 +103,7 @@ class Sheet:
             c = cell(self.ws, v)
             if isinstance(c, str):
                 c = WriteOnlyCell(self.ws, value=c)
-            if isinstance(c, WriteOnlyCell):
+            if isinstance(c, Cell):
                 c.alignment = _WRAP
             out.append(c)
         self.ws.append(out)
