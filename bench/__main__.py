@@ -297,6 +297,7 @@ def main() -> None:
     ap.add_argument("--skip-launch", action="store_true")
     ap.add_argument("--skip-transitions", action="store_true")
     ap.add_argument("--skip-board", action="store_true", help="the 公示 board's time to first byte")
+    ap.add_argument("--skip-survey", action="store_true", help="public survey answers per second")
     ap.add_argument("--report-only", action="store_true", help="only re-render BENCHMARKS.md")
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     args = ap.parse_args()
@@ -313,6 +314,8 @@ def main() -> None:
             run("bench.transitions", targs, RESULTS / "transitions.jsonl")
         if not args.skip_board:
             run("bench.board", [], RESULTS / "board.jsonl")
+        if not args.skip_survey:
+            run("bench.survey", [], RESULTS / "survey.jsonl")
         meta = {
             "command": shlex.join([sys.executable, "-m", "bench", *argv]),
             "date": time.strftime("%Y-%m-%d %H:%M %Z"),
