@@ -18,6 +18,7 @@ from sqlmodel import Session, SQLModel
 from api.app import api_routes, create_app, route_access
 from states import inbox, runs
 from states.campaigns import launch_campaign
+from states.jobs.models import Job
 from states.models import Attachment, StockOpinion
 from states.survey.models import Survey, SurveyAnswer
 from states.users import load_actor
@@ -79,6 +80,9 @@ def _objects(w: World) -> dict[str, Any]:
         s.commit()
         opinion_id = s.execute(text("SELECT max(id) FROM stock_opinion")).scalar_one()
         survey_id, answer_id = survey_with_answer(s, run_id, w.orgs["S1"].id or 0, sec.user_id)
+        job = Job(kind="ledger", requested_by=w.actors["com_h1"].user_id)  # an export of H1's
+        s.add(job)
+        s.commit()
         grant_id = s.execute(
             text("SELECT min(id) FROM role_grant WHERE user_id = :u"), {"u": sec.user_id}
         ).scalar_one()
@@ -94,6 +98,7 @@ def _objects(w: World) -> dict[str, Any]:
         "opinion_id": opinion_id,
         "survey_id": survey_id,
         "answer_id": answer_id,
+        "job_id": job.id,
         "user_id": sec.user_id,  # S1's secretary and her grant there
         "grant_id": grant_id,
     }
@@ -149,6 +154,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", "/api/v1/runs/{run_id}/board"): {"mask_names": True},
     ("POST", "/api/v1/campaigns/{campaign_id}/boards"): {"org_id": 1, "mask_names": True},
+    ("POST", "/api/v1/campaigns/{campaign_id}/ledger"): {"per_branch": False},
     ("PUT", "/api/v1/orgs/{org_id}/notice-templates/{event_kind}"): {
         "source": "{% block title %}T{% endblock %}{% block body %}B{% endblock %}"
     },
