@@ -8,7 +8,7 @@ refused; other control and invisible characters are dropped; pages escape what r
 The limit counts posts per network address per hour, across every board. The address is
 never stored: only an HMAC of it, keyed by the installation's secret and the day, so the
 hashes of different days cannot be linked. Counting is one atomic upsert, so concurrent posts
-from one address cannot pass the limit together.
+from one address cannot pass the limit together; once over, a post is refused by a read alone.
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ def count_post(session: Session, address: str, now: float | None = None) -> None
     moment = now if now is not None else time.time()
     slot = int(moment // SLOT_SECONDS)
     key = address_hash(address, moment)
+    seen = session.execute(
+        select(BoardHit.hits).where(BoardHit.addr_hash == key, BoardHit.slot == slot)
+    ).scalar_one_or_none()
+    if seen is not None and seen >= HOURLY_LIMIT:
+        _refuse(slot, moment)  # already over: refused by a read, nothing written
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (
         insert(BoardHit)
@@ -97,12 +102,16 @@ def count_post(session: Session, address: str, now: float | None = None) -> None
     hits = int(session.execute(stmt).scalar_one())
     session.execute(delete(BoardHit).where(col(BoardHit.slot) < slot - 1))
     if hits > HOURLY_LIMIT:
-        wait = int((slot + 1) * SLOT_SECONDS - moment) + 1
-        raise RateLimited(
-            f"留言过于频繁，请 {wait // 60 + 1} 分钟后再试",
-            retry_after=wait,
-            details={"retry_after": wait},
-        )
+        _refuse(slot, moment)
+
+
+def _refuse(slot: int, moment: float) -> None:
+    wait = int((slot + 1) * SLOT_SECONDS - moment) + 1
+    raise RateLimited(
+        f"留言过于频繁，请 {wait // 60 + 1} 分钟后再试",
+        retry_after=wait,
+        details={"retry_after": wait},
+    )
 
 
 def recipients(session: Session, org_id: int) -> list[int]:

@@ -98,7 +98,7 @@ def publish(
 ) -> Published:
     """Publish (or keep and update) the run's board; NotFound out of reach, Forbidden if not
     the branch's secretary or an organiser above."""
-    ctx = load_run(session, run_id, actor)
+    ctx = load_run(session, run_id, actor, lock=True)  # one live board per run
     _check_publisher(actor, ctx.org)
     check_until(until)
     return _publish_ctx(session, ctx, actor, mask_names=mask_names, until=until)
@@ -129,7 +129,7 @@ def publish_campaign(
     ).scalars()
     out = []
     for run_id in list(run_ids):
-        ctx = load_run(session, int(run_id), actor)
+        ctx = load_run(session, int(run_id), actor, lock=True)
         _check_publisher(actor, ctx.org)
         out.append(_publish_ctx(session, ctx, actor, mask_names=mask_names, until=until))
     return out
@@ -137,7 +137,7 @@ def publish_campaign(
 
 def revoke(session: Session, *, run_id: int, actor: Actor) -> PublicBoard:
     """Revoke the run's live board (its address answers 404 from now on); NotFound if none."""
-    ctx = load_run(session, run_id, actor)
+    ctx = load_run(session, run_id, actor, lock=True)
     _check_publisher(actor, ctx.org)
     board = live_board(session, run_id)
     if board is None:
