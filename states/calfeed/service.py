@@ -13,9 +13,9 @@ bounded in time (`PAST_DAYS` back, `AHEAD_DAYS` ahead) and in number (`MAX_EVENT
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Subquery, and_, func
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from states.calfeed.models import CalendarFeed
 from states.campaigns import campaign_template, template_by_digest
-from states.catalog import DONE
+from states.catalog import DONE, Template
 from states.models import (
     Campaign,
     Decision,
@@ -35,7 +35,7 @@ from states.models import (
     TemplateVersion,
 )
 from states.public_links import Kind, new_nonce, nonce_of, token_for
-from states.queries import approval_inbox
+from states.queries import InboxRow, approval_inbox
 from states.supervision.models import Finding
 from states.timeutil import end_of_local_day, local_date, utcnow
 from states.users import Actor
@@ -188,8 +188,6 @@ def _stage_item(
 
 def _aware(value: datetime | None) -> datetime | None:
     """SQLite hands back a subquery's max() without the column type: read it as UTC."""
-    from datetime import UTC
-
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
@@ -203,28 +201,34 @@ def _approval_deadlines(
         return []
     waits = _waiting_since(session, [r.request.id or 0 for r in rows])
     cal = cached_calendar(session)
-    out: list[Deadline] = []
-    for row in rows:
-        req = row.request
-        tpl = campaign_template(session, row.campaign)
-        since_wait = waits.get(req.id or 0) or req.submitted_at
-        days = tpl.approval.sla_working_days
-        due = end_of_local_day(cal.add_working_days(local_date(since_wait), days))
-        if not since <= due <= until:
-            continue
-        what = "延期申请" if req.kind == RequestKind.EXTENSION else "推进申请"
-        out.append(
-            Deadline(
-                uid=f"request-{req.id}-{req.step}",
-                title=f"待审批：{row.org.name}{what}",
-                due=due,
-                path=f"/runs/{row.run.id}",
-                detail=f"{row.campaign.name} · {tpl.stage_name(req.from_stage)} · 审批时限 {days} 个工作日",
-                sequence=req.step,
-                modified=since_wait,
-            )
-        )
-    return out
+    campaigns = {r.campaign.id: r.campaign for r in rows}
+    templates = {cid: campaign_template(session, c) for cid, c in campaigns.items()}
+    items = [
+        _approval_item(row, templates[row.campaign.id], waits, cal.add_working_days) for row in rows
+    ]
+    return [i for i in items if since <= i.due <= until]
+
+
+def _approval_item(
+    row: InboxRow,
+    tpl: Template,
+    waits: dict[int, datetime],
+    add_working_days: Callable[[date, int], date],
+) -> Deadline:
+    """A pending request, due `sla_working_days` working days after its wait began."""
+    req = row.request
+    since_wait = waits.get(req.id or 0) or req.submitted_at
+    days = tpl.approval.sla_working_days
+    what = "延期申请" if req.kind == RequestKind.EXTENSION else "推进申请"
+    return Deadline(
+        uid=f"request-{req.id}-{req.step}",
+        title=f"待审批：{row.org.name}{what}",
+        due=end_of_local_day(add_working_days(local_date(since_wait), days)),
+        path=f"/runs/{row.run.id}",
+        detail=f"{row.campaign.name} · {tpl.stage_name(req.from_stage)} · 审批时限 {days} 个工作日",
+        sequence=req.step,
+        modified=since_wait,
+    )
 
 
 def _waiting_since(session: Session, request_ids: Iterable[int]) -> dict[int, datetime]:
