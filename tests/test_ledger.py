@@ -305,12 +305,16 @@ def test_the_pages_export_a_run_and_a_campaign(world: World) -> None:
     w = world
     _walk_s1(w)
     sec = web_user(w.client.app, "sec_s1")
+    assert f'href="/runs/{w.runs["S1"]}/ledger.xlsx"' in sec.get(f"/runs/{w.runs['S1']}").text
     got = sec.get(f"/runs/{w.runs['S1']}/ledger.xlsx")
     assert got.status_code == 200 and _book(got.content).sheetnames[0] == "封面"
     assert (
         web_user(w.client.app, "sec_s2").get(f"/runs/{w.runs['S1']}/ledger.xlsx").status_code == 404
     )
     com = web_user(w.client.app, "com_h1")
+    dashboard = com.get(f"/campaigns/{w.campaign_id}?org={w.orgs['H1'].id}").text
+    assert f'action="/campaigns/{w.campaign_id}/ledger"' in dashboard
+    assert f'name="org_id" value="{w.orgs["H1"].id}"' in dashboard
     started = com.post(f"/campaigns/{w.campaign_id}/ledger", {"org_id": str(w.orgs["H1"].id)})
     assert started.status_code == 303, started.text[:300]
     page_url = started.headers["location"]
