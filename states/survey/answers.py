@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, insert, literal, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -147,6 +148,97 @@ def _device_used(session: Session, target: Target, device: str) -> bool:
     return found is not None
 
 
+@dataclass(frozen=True)
+class _Row:
+    """What one answer writes: its appraisal record, the record's link, the answer row."""
+
+    evidence: dict[str, Any]
+    link: dict[str, Any]
+    answer: dict[str, Any]
+
+
+def _rows(
+    target: Target,
+    answer: Answer,
+    *,
+    channel: str,
+    now: datetime,
+    code_id: int | None,
+    device: str | None,
+    entered_by: int | None,
+) -> _Row:
+    overall = next(iter(answer.ratings.values()))
+    evidence = {
+        "org_id": target.org_id,
+        "run_id": target.run_id,
+        "stage": target.stage,
+        "kind": "appraisal",
+        "data": {"rating": overall, "survey_id": target.id, "channel": channel},
+        "recorded_by": entered_by,
+        "recorder_org_id": target.org_id if entered_by else None,
+        "on_behalf": False,
+        "created_at": now,
+        "status": "active",
+        "version": 1,
+    }
+    link = {
+        "run_id": target.run_id,
+        "stage": target.stage,
+        "linked_by": entered_by,
+        "linked_at": now,
+    }
+    row = {
+        "survey_id": target.id,
+        "channel": channel,
+        "code_id": code_id,
+        "device": device,
+        "receipt": keys.new_receipt(),
+        "answers": answer.ratings,
+        "comment": answer.comment,
+        "entered_by": entered_by,
+        "created_at": now,
+    }
+    return _Row(evidence, link, row)
+
+
+EV = Evidence.__table__  # type: ignore[attr-defined]
+LINK = EvidenceLink.__table__  # type: ignore[attr-defined]
+ANSWER = SurveyAnswer.__table__  # type: ignore[attr-defined]
+
+
+def _literals(table: Any, values: dict[str, Any]) -> list[Any]:
+    return [literal(v, type_=table.c[k].type) for k, v in values.items()]
+
+
+def _write_one_statement(session: Session, rows: _Row) -> int:
+    """PostgreSQL: the record, its link and the answer in one statement (data-modifying CTEs)."""
+    ev = insert(EV).values(**rows.evidence).returning(EV.c.id).cte("ev")
+    link_cols = ["evidence_id", *rows.link]
+    link = (
+        insert(LINK)
+        .from_select(link_cols, core_select(ev.c.id, *_literals(LINK, rows.link)))
+        .cte("link")
+    )
+    answer_cols = [*rows.answer, "evidence_id"]
+    stmt = (
+        insert(ANSWER)
+        .from_select(answer_cols, core_select(*_literals(ANSWER, rows.answer), ev.c.id))
+        .returning(ANSWER.c.id)
+        .add_cte(link)
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def _write_statements(session: Session, rows: _Row) -> int:
+    """Any database: the record, its link and the answer, one statement each."""
+    evidence_id = session.execute(
+        insert(EV).values(**rows.evidence).returning(EV.c.id)
+    ).scalar_one()
+    session.execute(insert(LINK).values(evidence_id=evidence_id, **rows.link))
+    stmt = insert(ANSWER).values(evidence_id=evidence_id, **rows.answer).returning(ANSWER.c.id)
+    return int(session.execute(stmt).scalar_one())
+
+
 def _record(
     session: Session,
     target: Target,
@@ -159,56 +251,18 @@ def _record(
     entered_by: int | None = None,
 ) -> tuple[int, str]:
     """The appraisal record, its link to the stage, and the answer row; (answer id, receipt)."""
-    overall = next(iter(answer.ratings.values()))
-    ev = Evidence.__table__  # type: ignore[attr-defined]
-    evidence_id = session.execute(
-        insert(ev)
-        .values(
-            org_id=target.org_id,
-            run_id=target.run_id,
-            stage=target.stage,
-            kind="appraisal",
-            data={"rating": overall, "survey_id": target.id, "channel": channel},
-            recorded_by=entered_by,
-            recorder_org_id=target.org_id if entered_by else None,
-            on_behalf=False,
-            created_at=now,
-            status="active",
-            version=1,
-        )
-        .returning(ev.c.id)
-    ).scalar_one()
-    session.execute(
-        insert(EvidenceLink.__table__),  # type: ignore[attr-defined]
-        [
-            {
-                "evidence_id": evidence_id,
-                "run_id": target.run_id,
-                "stage": target.stage,
-                "linked_by": entered_by,
-                "linked_at": now,
-            }
-        ],
+    rows = _rows(
+        target,
+        answer,
+        channel=channel,
+        now=now,
+        code_id=code_id,
+        device=device,
+        entered_by=entered_by,
     )
-    receipt = keys.new_receipt()
-    table = SurveyAnswer.__table__  # type: ignore[attr-defined]
-    answer_id = session.execute(
-        insert(table)
-        .values(
-            survey_id=target.id,
-            channel=channel,
-            code_id=code_id,
-            device=device,
-            receipt=receipt,
-            answers=answer.ratings,
-            comment=answer.comment,
-            evidence_id=evidence_id,
-            entered_by=entered_by,
-            created_at=now,
-        )
-        .returning(table.c.id)
-    ).scalar_one()
-    return int(answer_id), receipt
+    if session.get_bind().dialect.name == "postgresql":
+        return _write_one_statement(session, rows), rows.answer["receipt"]
+    return _write_statements(session, rows), rows.answer["receipt"]
 
 
 def answer_public(
