@@ -20,7 +20,7 @@ from states.db import read_session, unit_of_work
 from states.errors import Conflict, DomainError, Forbidden, InvalidInput
 from states.run_core import acting_as, load_run
 from states.survey import service
-from states.survey.cards import card_url, qr_svg
+from states.survey.cards import card_url, cards_pdf, qr_svg
 from states.survey.forms import check_answer, field_name
 from states.survey.results import CHANNEL_LABELS, MIN_PUBLISHED, RATINGS, percent, results
 from states.timeutil import format_local
@@ -155,19 +155,45 @@ async def hide_comment(
     return web.redirect(f"/runs/{run_id}/survey")
 
 
-@router.get("/surveys/{survey_id}/cards")
-def print_cards(
-    survey_id: IdPath, request: Request, actor: Actor = Depends(web.page_actor)
-) -> Response:
-    """The print page of the code cards: the one reveal of the codes (see api/v1/survey.py)."""
+def _reveal(
+    request: Request, actor: Actor, survey_id: int
+) -> tuple[Any, list[str], str] | Response:
     run_id = _run_of_survey(request, actor, survey_id)
     try:
         with unit_of_work(engine_of(request)) as s:
             survey, codes = service.reveal_codes(s, survey_id=survey_id, actor=actor)
             ctx = load_run(s, run_id, actor)
-            title = f"{ctx.org.name} {ctx.tpl.name}"
+            return survey, codes, f"{ctx.org.name} {ctx.tpl.name}"
     except BLOCKING as exc:
         return _blocked(request, actor, run_id, exc)
+
+
+@router.get("/surveys/{survey_id}/cards.pdf")
+def cards_as_pdf(
+    survey_id: IdPath, request: Request, actor: Actor = Depends(web.page_actor)
+) -> Response:
+    """The code cards as a PDF: the one reveal of the codes, like the print page."""
+    revealed = _reveal(request, actor, survey_id)
+    if isinstance(revealed, Response):
+        return revealed
+    survey, codes, title = revealed
+    pdf = cards_pdf(title=f"{title} 群众评议卡", form_url=form_url(request, survey), codes=codes)
+    headers = {
+        "Content-Disposition": f'attachment; filename="survey-{survey_id}-codes.pdf"',
+        "Cache-Control": "no-store",
+    }
+    return Response(pdf, media_type="application/pdf", headers=headers)
+
+
+@router.get("/surveys/{survey_id}/cards")
+def print_cards(
+    survey_id: IdPath, request: Request, actor: Actor = Depends(web.page_actor)
+) -> Response:
+    """The print page of the code cards: the one reveal of the codes (see api/v1/survey.py)."""
+    revealed = _reveal(request, actor, survey_id)
+    if isinstance(revealed, Response):
+        return revealed
+    survey, codes, title = revealed
     url = form_url(request, survey)
     cards = [{"code": c, "svg": qr_svg(card_url(url, c))} for c in codes]
     response: HTMLResponse = web.render(
