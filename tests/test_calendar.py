@@ -7,7 +7,7 @@ H2, the sibling subtree). Feeds are parsed with the `icalendar` library, as a cl
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from icalendar import Calendar
@@ -16,7 +16,10 @@ from sqlmodel import Session, col
 
 from states.models import User
 from tests.api_world import World
-from tests.browser import csrf_of, web_user
+from tests.browser import PHONE, LiveWorld, csrf_of, login, shot, web_user
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 URL = "/api/v1/me/calendar"
 
@@ -177,3 +180,33 @@ def test_the_settings_page_shows_copies_and_replaces_the_address(world: World) -
     current = feed_path(w, "sec_s1")
     assert user.client.post("/account/calendar/reset", data={}).status_code == 403
     assert feed_path(w, "sec_s1") == current
+
+
+def test_the_settings_page_in_chromium_copies_the_address(
+    live_world: LiveWorld, page: Page
+) -> None:
+    """From 我的账号 to the feed's page on a phone-sized screen; 复制地址 puts it on the clipboard."""
+    page.context.grant_permissions(
+        ["clipboard-read", "clipboard-write"], origin=live_world.base_url
+    )
+    page.set_viewport_size(PHONE)
+    login(page, live_world.base_url, "com_g1")
+    page.goto(live_world.url("/account"))
+    page.click("#calendar-feed a")
+    page.wait_for_url("**/account/calendar")
+    url = page.input_value("#feed-url")
+    assert url.startswith(live_world.base_url + "/calendar/") and url.endswith(".ics")
+    assert page.locator(".cal-qr svg").is_visible()
+    page.click("#copy-url")
+    page.wait_for_selector("#copy-done:not([hidden])")
+    assert page.evaluate("navigator.clipboard.readText()") == url
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], width  # nothing overflows a phone's screen
+    shot(page, "calendar-settings-phone")
+    # The address opens the feed with no session at all.
+    feed = page.context.request.get(url)
+    assert feed.status == 200 and b"BEGIN:VCALENDAR" in feed.body()
+    page.click("#reset-form button")
+    page.wait_for_selector(".flash")
+    assert page.input_value("#feed-url") != url
+    assert page.context.request.get(url).status == 404
