@@ -92,7 +92,7 @@ GOAL_CALLS, GOAL_P99_MS = 1000, 50.0
 SECTION_START = "<!-- bench.http_cycle: start -->"
 SECTION_END = "<!-- bench.http_cycle: end -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SPEC = re.compile(r"\d+(\+(nodelay|reuseport))?")
+SPEC = re.compile(r"\d+(\+(nodelay|reuseport|serve))?")
 
 
 # --- databases ---------------------------------------------------------------------------------
@@ -515,7 +515,11 @@ class Server:
             "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers), "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
-        if spec.endswith("+reuseport"):
+        if spec.endswith("+serve"):  # the shipped server: `dangjian serve --workers N`
+            where = ["--host", "127.0.0.1", "--port", str(self.port)]
+            args = ["-m", "api.cli", "serve", *where, "--workers", str(self.workers)]
+            args.append("--no-access-log")
+        elif spec.endswith("+reuseport"):
             where = ["127.0.0.1", str(self.port), str(self.workers)]
             args = ["-m", "bench.serve", "reuseport", *where]
         elif spec.endswith("+nodelay"):
@@ -559,13 +563,13 @@ class Server:
             raise RuntimeError(f"server on {self.base} not ready after {timeout}s")
         while self.workers > 1 and len(self.worker_pids()) < self.workers:
             time.sleep(0.2)
-        if self.spec.endswith("+reuseport"):  # every process listening before clients connect
+        if self.spec.endswith(("+reuseport", "+serve")):  # every process listening first
             while self.listeners() < self.workers:
                 time.sleep(0.2)
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests (the launcher's children when workers > 1)."""
-        if self.workers == 1 and not self.spec.endswith("+reuseport"):
+        if self.workers == 1 and not self.spec.endswith(("+reuseport", "+serve")):
             return [self.proc.pid]
         kids = [pid for pid, proc in _proc_table().items() if proc.ppid == self.proc.pid]
         return [pid for pid in kids if b"spawn_main" in _cmdline(pid)]
@@ -1187,7 +1191,9 @@ def run_bench(args: argparse.Namespace) -> None:
     clients_list = [int(c) for c in args.clients.split(",")]
     workers_list = [w.strip() for w in args.workers.split(",")]
     if any(not SPEC.fullmatch(w) for w in workers_list):
-        raise SystemExit("--workers: comma-separated counts, each optionally +nodelay/+reuseport")
+        raise SystemExit(
+            "--workers: comma-separated counts, each optionally +nodelay/+reuseport/+serve"
+        )
     busy_before = wait_idle(args.wait_idle)
     t_all = time.perf_counter()
     before = code_state()
@@ -1358,7 +1364,11 @@ def run_bench(args: argparse.Namespace) -> None:
 
 # --- BENCHMARKS.md -----------------------------------------------------------------------------
 
-LABELS = {"+nodelay": " + TCP_NODELAY fix", "+reuseport": ", SO_REUSEPORT"}
+LABELS = {
+    "+nodelay": " + TCP_NODELAY fix",
+    "+reuseport": ", SO_REUSEPORT",
+    "+serve": ", `dangjian serve`",
+}
 
 
 def _wl(spec: str | None) -> str:
@@ -1377,6 +1387,8 @@ def _who(spec: str | None) -> str:
     n = int(spec.split("+")[0])
     if spec.endswith("+reuseport"):
         return f"{n} processes on SO_REUSEPORT"
+    if spec.endswith("+serve"):
+        return f"`dangjian serve --workers {n}`"
     words = f"{n} worker" + ("s" if n > 1 else "")
     return words + (" + TCP_NODELAY fix" if spec.endswith("+nodelay") else "")
 
