@@ -15,6 +15,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from states.models import User
+from states.supervision.models import Finding
 from tests.api_world import World
 from tests.browser import PHONE, LiveWorld, csrf_of, login, shot, web_user
 
@@ -110,6 +111,33 @@ def test_a_granted_extension_moves_the_same_event(world: World) -> None:
     assert int(after["SEQUENCE"]) > int(before["SEQUENCE"])
     assert after.decoded("LAST-MODIFIED") > before.decoded("LAST-MODIFIED")
     assert f"request-{request_id}-" not in parse(w, feed_path(w, "com_g1")).to_ical().decode()
+
+
+def test_open_findings_are_listed_with_their_due_date(world: World) -> None:
+    w = world
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(days=20)
+    with Session(w.engine) as s:
+        for status in ("open", "closed"):
+            s.add(
+                Finding(
+                    org_id=w.orgs["S2"].id or 0,
+                    run_id=w.runs["S2"],
+                    text=f"整改：{status}",
+                    due=due,
+                    status=status,
+                    created_by=w.actors["com_h1"].user_id,
+                )
+            )
+        s.commit()
+
+    def findings(who: str) -> list[Any]:
+        cal = parse(w, feed_path(w, who))
+        return [e for e in cal.walk("VEVENT") if str(e["UID"]).startswith("finding-")]
+
+    (event,) = findings("com_g1")
+    assert event.decoded("DTSTART") == due and "整改：open" in str(event["DESCRIPTION"])
+    assert str(event["URL"]).endswith(f"/runs/{w.runs['S2']}")
+    assert findings("sec_s1") == [] and findings("admin_h2") == []
 
 
 def test_a_replaced_or_forged_address_is_404(world: World) -> None:
