@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors, web
+from api import docs, errors, web
 from api.security import access_of, describe_access, public
 from api.v1 import (
     account,
@@ -37,6 +37,7 @@ from api.v1 import (
     runs,
     survey,
     templates,
+    users,
 )
 from states.db import get_engine
 
@@ -60,6 +61,7 @@ ROUTERS = (
     board,
     survey,
     calendar,
+    users,
 )
 #: The site icon, drawn once with Pillow (a white star on a red square) and committed.
 FAVICON = Path(web.__file__).parent / "static" / "favicon.ico"
@@ -153,10 +155,11 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         title="dangjian-flow 党建活动流程",
         version="0.1.0",
         description=DESCRIPTION,
-        docs_url="/docs",
+        docs_url=None,  # api/docs.py serves /docs and /redoc without a CDN
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    docs.install(app)
     app.state.engine = engine or get_engine()
     errors.install(app)
     for module in ROUTERS:
