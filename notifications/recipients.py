@@ -4,6 +4,9 @@ An outbox row names its event kind, its run (if any), its target organisation (`
 for escalations, a `level` in its payload. Each rule says which organisation, relative to those,
 and which roles there, receive it; the organisation's own robots and webhooks receive it too.
 Escalations are cumulative: a higher level reaches everybody a lower level reached, and more.
+From level 2 the supervisors (督导) holding a grant on the notice's organisation or any of its
+ancestors are told too. A 通报 reaches the committees and secretaries of every organisation in
+the issuing organisation's subtree, and their robots.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from enum import StrEnum
 from sqlmodel import Session, col, select
 
 from states.models import Campaign, Grant, Organisation, OutboxMessage, Request, Role, Run, User
-from states.orgs import is_within, path_codes
+from states.orgs import ancestor_paths, is_within, path_codes, subtree_filter
 
 
 class Rel(StrEnum):
@@ -29,13 +32,19 @@ class Rel(StrEnum):
     CAMPAIGN_ROOT = "campaign_root"  # the organisation that launched the campaign
     REQUESTER = "requester"  # the person who made the request (payload request_id)
     ORGANISER = "organiser"  # the person who launched the campaign
+    AUTHOR = "author"  # the person named by the payload's author_id (a finding's supervisor)
+    SUPERVISORS = "supervisors"  # supervisors on the notice's organisation or any ancestor
+    SUBTREE = "subtree"  # every organisation in the target's subtree (a 通报)
 
 
 LEADERS = frozenset({Role.SECRETARY, Role.COMMITTEE})
 COMMITTEE = frozenset({Role.COMMITTEE})
 SECRETARY = frozenset({Role.SECRETARY})
 ORGANISERS = frozenset({Role.ORGANISER, Role.COMMITTEE})
+SUPERVISOR = frozenset({Role.SUPERVISOR})
 PERSON = frozenset[Role]()
+#: The escalation level from which the supervision group is told.
+SUPERVISOR_LEVEL = 2
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class Audience:
 
 _DECIDED = (Audience(Rel.BRANCH, LEADERS), Audience(Rel.REQUESTER))
 _TO_APPROVER = (Audience(Rel.TARGET, COMMITTEE),)
+_SUPERVISORS = Audience(Rel.SUPERVISORS, SUPERVISOR, SUPERVISOR_LEVEL)
 
 #: The rules, by event kind. `min_level` applies to escalations (payload "level").
 RULES: dict[str, tuple[Audience, ...]] = {
@@ -65,16 +75,29 @@ RULES: dict[str, tuple[Audience, ...]] = {
         Audience(Rel.BRANCH_GRANDPARENT, COMMITTEE, 2),
         Audience(Rel.CAMPAIGN_ROOT, ORGANISERS, 3),
         Audience(Rel.ORGANISER, PERSON, 3),
+        _SUPERVISORS,
     ),
     "approval_sla": (
         Audience(Rel.TARGET, COMMITTEE, 1),
         Audience(Rel.TARGET_PARENT, COMMITTEE, 2),
+        _SUPERVISORS,
     ),
     "bulletin": (
         Audience(Rel.TARGET, COMMITTEE),
         Audience(Rel.TARGET, frozenset({Role.ORGANISER})),
     ),
     "campaign_launched": (Audience(Rel.TARGET, ORGANISERS), Audience(Rel.ORGANISER)),
+    # The supervision group's findings (督导意见) on an organisation (the target) and its 通报.
+    "finding_issued": (Audience(Rel.TARGET, LEADERS),),
+    "finding_reminder": (Audience(Rel.TARGET, LEADERS),),
+    "finding_overdue": (
+        Audience(Rel.TARGET, LEADERS, 1),
+        Audience(Rel.TARGET_PARENT, COMMITTEE, 1),
+        Audience(Rel.AUTHOR, PERSON, 1),
+        _SUPERVISORS,
+    ),
+    "finding_answered": (Audience(Rel.AUTHOR),),
+    "circular": (Audience(Rel.SUBTREE, LEADERS),),
 }
 
 #: Reminders and the overdue ladder of a stage owed above the branch (payload `owed`): the
@@ -87,11 +110,12 @@ OWED_RULES: dict[str, tuple[Audience, ...]] = {
         Audience(Rel.TARGET_PARENT, COMMITTEE, 2),
         Audience(Rel.CAMPAIGN_ROOT, ORGANISERS, 3),
         Audience(Rel.ORGANISER, PERSON, 3),
+        _SUPERVISORS,
     ),
 }
 
 #: Event kinds that count as escalations (robots may deliver them in quiet hours).
-ESCALATIONS = frozenset({"overdue", "approval_sla"})
+ESCALATIONS = frozenset({"overdue", "approval_sla", "finding_overdue"})
 
 
 @dataclass(frozen=True)
@@ -174,6 +198,8 @@ def resolve(session: Session, messages: Sequence[OutboxMessage]) -> dict[int, Re
     # First pass: which (organisation, roles) and which people each message needs.
     wanted: dict[int, list[tuple[int, frozenset[Role]]]] = {}
     people: dict[int, set[int]] = {}
+    scopes: dict[int, str] = {}  # message id -> the path its supervisors sit on or above
+    subtrees: dict[int, str] = {}  # message id -> the path of the subtree it goes to
     for m in messages:
         run_org, camp = runs.get(m.run_id or 0, (None, None))
         if camp is None and m.payload.get("campaign_id"):
@@ -192,12 +218,23 @@ def resolve(session: Session, messages: Sequence[OutboxMessage]) -> dict[int, Re
                 if camp is not None and camp.launched_by:
                     persons.add(camp.launched_by)
                 continue
+            if aud.rel == Rel.AUTHOR:
+                if str(m.payload.get("author_id") or "").isdigit():
+                    persons.add(int(m.payload["author_id"]))
+                continue
+            scope = run_org or target
+            if aud.rel in (Rel.SUPERVISORS, Rel.SUBTREE):
+                if scope is not None:
+                    (scopes if aud.rel == Rel.SUPERVISORS else subtrees)[m.id or 0] = scope.path
+                continue
             org = _relative(aud.rel, target, run_org, root, by_code)
             if org is not None and org.id is not None:
                 pairs.append((org.id, aud.roles))
         wanted[m.id or 0] = pairs
         people[m.id or 0] = persons
 
+    _add_subtrees(session, subtrees, wanted)
+    _add_supervisors(session, scopes, people)
     holders = _holders(session, {o for pairs in wanted.values() for o, _r in pairs})
     emails = _emails(session, {u for ps in people.values() for u in ps})
     out: dict[int, Recipients] = {}
@@ -243,6 +280,33 @@ def _relative(
     if org is None or (root is not None and not is_within(org.path, root.path)):
         return root  # the campaign's launching organisation is as high as a notice climbs
     return org
+
+
+def _add_subtrees(
+    session: Session, subtrees: dict[int, str], wanted: dict[int, list[tuple[int, frozenset[Role]]]]
+) -> None:
+    """Add every organisation of each message's subtree (one query a distinct subtree)."""
+    ids: dict[str, list[int]] = {}
+    for path in sorted(set(subtrees.values())):
+        ids[path] = list(
+            session.execute(select(Organisation.id).where(subtree_filter(path))).scalars()
+        )
+    for mid, path in subtrees.items():
+        wanted[mid] += [(org_id, LEADERS) for org_id in ids[path]]
+
+
+def _add_supervisors(session: Session, scopes: dict[int, str], people: dict[int, set[int]]) -> None:
+    """Add the supervisors on each message's organisation or its ancestors, in one query."""
+    paths = {p for path in scopes.values() for p in ancestor_paths(path, include_self=True)}
+    if not paths:
+        return
+    rows = session.execute(
+        select(Organisation.path, Grant.user_id)
+        .join(Grant, col(Grant.org_id) == col(Organisation.id))
+        .where(col(Organisation.path).in_(sorted(paths)), col(Grant.role) == Role.SUPERVISOR)
+    ).all()
+    for mid, path in scopes.items():
+        people[mid] |= {int(uid) for p, uid in rows if is_within(path, p)}
 
 
 def _orgs_by_id(session: Session, ids: Iterable[int]) -> dict[int, Organisation]:

@@ -42,6 +42,11 @@ KIND_LABELS = {
     "bulletin": "简报",
     "phase_opened": "阶段开始",
     "campaign_launched": "活动已发起",
+    "finding_issued": "督导意见",
+    "finding_reminder": "督导意见整改提醒",
+    "finding_overdue": "督导意见逾期",
+    "finding_answered": "督导意见已回复",
+    "circular": "通报",
     "test": "测试消息",
 }
 EVENT_KINDS = tuple(KIND_LABELS)
@@ -85,6 +90,13 @@ DEFAULTS: dict[str, Any] = {
     "owed_word": "",
     "owed_list": [],
     "overdue_above": 0,
+    "page": None,
+    "finding_text": "",
+    "due": "",
+    "response": "",
+    "author_name": "",
+    "circular_title": "",
+    "circular_items": [],
 }
 
 #: Sample data for validating an override and for previews.
@@ -147,6 +159,8 @@ def link_for(
     root = base_url(env)
     if event_kind == "bulletin" and payload.get("bulletin_id"):
         return f"{root}/bulletins/{payload['bulletin_id']}"
+    if isinstance(payload.get("page"), str) and payload["page"].startswith("/"):
+        return f"{root}{payload['page']}"  # a finding's or a 通报's own page
     if event_kind in ("request_submitted", "extension_requested", "approval_sla"):
         return f"{root}/approvals"
     if payload.get("run_id"):

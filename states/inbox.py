@@ -303,6 +303,9 @@ def link_path(item: InboxItem, bulletin_id: int | None, payload: Any) -> str | N
         return f"/approvals#request-{item.request_id}"
     if bulletin_id:
         return f"/bulletins/{bulletin_id}"
+    page = payload.get("page") if isinstance(payload, dict) else None
+    if isinstance(page, str) and page.startswith("/"):
+        return page  # a finding's or a 通报's own page
     if item.run_id:
         return f"/runs/{item.run_id}"
     campaign = payload.get("campaign_id") if isinstance(payload, dict) else None

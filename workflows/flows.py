@@ -50,6 +50,8 @@ def _sweep(job: str, as_of: datetime | None) -> dict[str, Any]:
             counts[window.count_key()] = counts.get(window.count_key(), 0) + n
     if job == "deadline_sweep" and (closed := jobs.close_surveys(get_engine(), when)):
         counts[jobs.SURVEYS_CLOSED] = closed
+    if job == "deadline_sweep":
+        counts.update(jobs.sweep_findings(get_engine(), when))
     logger.info("%s（as_of %s）：%s", jobs.JOBS[job], when.isoformat(), counts or "无")
     return {"as_of": when.isoformat(), "counts": counts, "warnings": list(plan.warnings)}
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from states import bulletins, timers
 from states.db import read_session, unit_of_work
+from states.supervision.sweep import sweep as findings_sweep
 from states.survey.service import close_due
 from states.timers import Plan, Window
 
@@ -110,6 +111,8 @@ def sweep(
             report.counts[window.count_key()] = report.counts.get(window.count_key(), 0) + n
     if job == "deadline_sweep" and (closed := close_surveys(engine, as_of)):
         report.counts[SURVEYS_CLOSED] = closed
+    if job == "deadline_sweep":
+        report.counts.update(sweep_findings(engine, as_of))
     return report
 
 
@@ -120,6 +123,12 @@ def close_surveys(engine: Engine, as_of: datetime) -> int:
     """Close the 群众评议 surveys whose stage deadline has passed (part of the deadline sweep)."""
     with unit_of_work(engine) as session:
         return close_due(session, as_utc(as_of))
+
+
+def sweep_findings(engine: Engine, as_of: datetime) -> dict[str, int]:
+    """Reminders and escalation of the supervision group's findings (part of the deadline sweep)."""
+    with unit_of_work(engine) as session:
+        return findings_sweep(session, as_utc(as_of))
 
 
 def _warn(log: LogFn | None, message: str) -> None:
