@@ -241,11 +241,12 @@ def render(meta: dict[str, Any], launch: list[dict[str, Any]], trans: list[dict[
         if stmts and cpu1:
             out += [
                 "",
-                f"Where our time goes: one approval issues {len(stmts)} SQL statements through the "
-                "ORM (counted on a probe approval), plus the pool's pre-ping and the COMMIT, "
-                "against 4 + COMMIT for raw_sql: " + ", ".join(f"`{s}`" for s in stmts) + ". "
-                "Client CPU per transition (column above) is mostly SQLAlchemy ORM work, spread "
-                "over those statements rather than in one hot spot. It bounds throughput on its "
+                f"Where our time goes: one approval sends {len(stmts)} SQL statements "
+                "(counted on a probe approval; on PostgreSQL its writes are one statement of "
+                "data-modifying CTEs) and the COMMIT, against 4 + COMMIT for raw_sql: "
+                + ", ".join(f"`{s}`" for s in stmts)
+                + ". Client CPU per transition (column above) is mostly SQLAlchemy work (the ORM "
+                "load of the request's context, the Session). It bounds throughput on its "
                 "own: with 1 connection our client CPU per approval is "
                 f"{cpu1:.1f} ms, so even with free database work `nproc` × 1000 / {cpu1:.1f} ≈ "
                 f"{nproc * 1000 / cpu1:.0f} approvals/s is the ceiling on this {nproc}-core "

@@ -546,7 +546,7 @@ class Server:
         rows = [ln.split() for ln in Path("/proc/net/tcp").read_text().splitlines()[1:]]
         return sum(1 for r in rows if r[1].endswith(port) and r[3] == "0A")
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 240) -> None:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
