@@ -21,7 +21,7 @@ from states import runs
 from states.jobs.models import Job
 from states.jobs.service import INTERRUPTED
 from states.members.models import Member
-from states.models import AuditEvent, Evidence, EvidenceLink, Organisation, Run
+from states.models import Attachment, AuditEvent, Evidence, EvidenceLink, Organisation, Run
 from states.timeutil import to_local, utcnow
 from tests.api_world import World
 from tests.browser import web_user
@@ -85,6 +85,18 @@ def _values(ws: Any) -> list[list[Any]]:
 def test_the_run_workbook_has_its_sheets_headers_rows_and_audit_head(world: World) -> None:
     w = world
     walked = _walk_s1(w)
+    with Session(w.engine) as s:  # a file on the meeting's record (the row is what is listed)
+        meeting = s.execute(select(Evidence).where(Evidence.kind == "meeting")).scalar_one()
+        photo = Attachment(
+            evidence_id=meeting.id or 0,
+            sha256="0" * 64,
+            size=1,
+            content_type="image/png",
+            filename="会场.png",
+        )
+        s.add(photo)
+        s.commit()
+        photo_id = photo.id
     resp = w.get("sec_s1", f"/api/v1/runs/{w.runs['S1']}/ledger.xlsx")
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("application/vnd.openxmlformats")
@@ -126,6 +138,7 @@ def test_the_run_workbook_has_its_sheets_headers_rows_and_audit_head(world: Worl
     stage = _values(book["宣传发动"])
     assert stage[1][:4] == ["序号", "类型", "内容", "录入人"]
     assert stage[2][1] == "会议" and "动员大会" in stage[2][2]
+    assert stage[2][6] == "会场.png" and stage[2][7] == f"http://testserver/files/{photo_id}"
     attendance = {r[0]: r for r in _values(book["出勤"])[2:]}
     assert attendance["党员乙"][2:5] == (1, 0, 1) or attendance["党员乙"][2:5] == [1, 0, 1]
     assert "请假" in attendance["党员乙"][5]
