@@ -38,14 +38,23 @@ TABLE: list[tuple[str, int, str, str, str, set[str], set[str]]] = [
     ("reminder", 0, "B", "S1", "S1", {"sec_s1", "com_s1"}, {"S1"}),
     ("phase_opened", 0, "B", "S1", "S1", {"sec_s1", "com_s1"}, {"S1"}),
     ("overdue", 1, "B", "S1", "S1", {"sec_s1", "com_s1", "com_g1"}, {"S1", "G1"}),
-    ("overdue", 2, "B", "S1", "S1", {"sec_s1", "com_s1", "com_g1", "com_h1"}, {"S1", "G1", "H1"}),
+    # From level 2 the supervisors on the branch or above (B here) are told too.
+    (
+        "overdue",
+        2,
+        "B",
+        "S1",
+        "S1",
+        {"sec_s1", "com_s1", "com_g1", "com_h1", "sup_b"},
+        {"S1", "G1", "H1"},
+    ),
     (
         "overdue",
         3,
         "B",
         "S1",
         "S1",
-        {"sec_s1", "com_s1", "com_g1", "com_h1", "com_b", "org_b"},
+        {"sec_s1", "com_s1", "com_g1", "com_h1", "com_b", "org_b", "sup_b"},
         {"S1", "G1", "H1", "B"},
     ),
     # A campaign launched at H1 escalates no higher than H1.
@@ -55,15 +64,22 @@ TABLE: list[tuple[str, int, str, str, str, set[str], set[str]]] = [
         "H1",
         "S1",
         "S1",
-        {"sec_s1", "com_s1", "com_g1", "com_h1", "org_h1"},
+        {"sec_s1", "com_s1", "com_g1", "com_h1", "org_h1", "sup_b"},
         {"S1", "G1", "H1"},
     ),
     # S3 sits directly under H1: its grandparent is B, above a campaign launched at H1 → H1.
-    ("overdue", 2, "H1", "S3", "S3", {"com_h1"}, {"S3", "H1"}),
+    ("overdue", 2, "H1", "S3", "S3", {"com_h1", "sup_b"}, {"S3", "H1"}),
     ("approval_sla", 1, "B", "S1", "G1", {"com_g1"}, {"G1"}),
-    ("approval_sla", 2, "B", "S1", "G1", {"com_g1", "com_h1"}, {"G1", "H1"}),
+    ("approval_sla", 2, "B", "S1", "G1", {"com_g1", "com_h1", "sup_b"}, {"G1", "H1"}),
     ("bulletin", 0, "B", "", "H1", {"com_h1", "org_h1"}, {"H1"}),
     ("campaign_launched", 0, "B", "", "B", {"com_b", "org_b"}, {"B"}),
+    # The supervision group: findings on an organisation, and a 通报 to a subtree.
+    ("finding_issued", 0, "B", "", "S1", {"sec_s1", "com_s1"}, {"S1"}),
+    ("finding_reminder", 0, "B", "", "S1", {"sec_s1", "com_s1"}, {"S1"}),
+    ("finding_overdue", 1, "B", "", "S1", {"sec_s1", "com_s1", "com_g1"}, {"S1", "G1"}),
+    ("finding_overdue", 2, "B", "", "S1", {"sec_s1", "com_s1", "com_g1", "sup_b"}, {"S1", "G1"}),
+    ("finding_answered", 0, "B", "", "S1", set(), set()),
+    ("circular", 0, "B", "", "G1", {"com_g1", "sec_s1", "com_s1"}, {"G1", "S1", "S2"}),
 ]
 
 
