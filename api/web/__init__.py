@@ -22,6 +22,8 @@
 * `survey`    – /runs/{id}/survey: 群众评议问卷 (open, results, close, print codes, paper entry)
 * `public_survey` – /s/{token}: the public survey form and receipt check (no login)
 * `ledger`    – /runs/{id}/ledger.xlsx, /campaigns/{id}/ledger → /jobs/{id}, /d/{token}: 台账 exports
+* `bulletins` – /orgs/{id}/bulletins (简报与通报存档), /bulletins/{id}/pdf, /circulars/{id}[/pdf]
+* `supervision` – /supervision (督导: findings, 通报 form), /findings/{id}: answer and close
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from api.web import (
     auth,
     board,
     bulk,
+    bulletins,
     calendar,
     dashboard,
     desk,
@@ -50,6 +53,7 @@ from api.web import (
     runs,
     session,
     sso,
+    supervision,
     survey,
 )
 
@@ -75,6 +79,8 @@ PAGES = (
     public_survey,
     calendar,
     ledger,
+    bulletins,
+    supervision,
 )
 
 

@@ -336,6 +336,8 @@ def nav_for(request: Request, actor: Actor | None) -> list[NavItem]:
         items.append(("/campaigns", "活动"))
     if actor.has_role(Role.ADMIN) or actor.has_role(Role.ORGANISER):
         items.append(("/orgs", "组织"))
+    if actor.has_role(Role.SUPERVISOR):
+        items.append(("/supervision", "督导"))
     items.append(("/notices", "消息"))
     out = []
     for href, label in items:
