@@ -102,3 +102,22 @@ def test_publish_read_leave_a_message_and_print_on_a_phone(
         assert "页面不存在" in reader.inner_text("body")
     finally:
         reader.close()
+
+
+def test_a_committee_publishes_all_its_branches_and_prints_the_cards(
+    live_world: LiveWorld, phone: Page
+) -> None:
+    w = live_world.world
+    h1 = w.orgs["H1"].id
+    login(phone, live_world.base_url, "org_h1")
+    phone.goto(live_world.url(f"/campaigns/{w.campaign_id}/boards?org_id={h1}"))
+    assert phone.locator(".qr-card svg").count() == 0
+    phone.click("#publish-all-button")
+    phone.wait_for_selector(".qr-card svg")
+    assert phone.locator(".qr-card svg").count() == 3
+    assert "已为 3 个支部发布公示" in phone.inner_text("body")
+    _no_sideways_scroll(phone)
+    _shot(phone, "cards-phone")
+    phone.emulate_media(media="print")
+    assert not phone.is_visible("#publish-all") and not phone.is_visible(".topbar")
+    _shot(phone, "cards-print")

@@ -58,7 +58,11 @@ def public_url(request: Request, token: str) -> str:
 @lru_cache(maxsize=1024)
 def qr_svg(url: str, scale: int = 4) -> str:
     """An inline SVG QR code of `url` (no external asset); kept, as encoding takes ~25 ms."""
-    return str(segno.make(url, error="m").svg_inline(scale=scale, border=2, title="本页二维码"))
+    return str(
+        segno.make(url, error="m").svg_inline(
+            scale=scale, border=2, omitsize=True, title="本页二维码"
+        )
+    )
 
 
 def _page(
