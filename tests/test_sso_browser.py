@@ -49,7 +49,7 @@ def test_bind_log_out_and_log_in_with_the_platform(
 ) -> None:
     base, label = live_world.base_url, LABEL[provider]
     context = browser.new_context(viewport=DESKTOP, locale="zh-CN")
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(20_000)  # a busy CI machine, not a timing goal
     page = context.new_page()
     try:
         login(page, base, MEMBER[provider])
@@ -79,7 +79,7 @@ def test_an_unbound_platform_user_sees_how_to_bind(
 ) -> None:
     base, label = live_world.base_url, LABEL[provider]
     context = browser.new_context(viewport=PHONE, locale="zh-CN")
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(20_000)  # a busy CI machine, not a timing goal
     page = context.new_page()
     try:
         page.goto(base + "/login")
@@ -112,7 +112,7 @@ def test_the_pages_fit_a_phone_and_a_desktop(
 ) -> None:
     base = live_world.base_url
     context = browser.new_context(viewport=viewport, locale="zh-CN")
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(20_000)  # a busy CI machine, not a timing goal
     page = context.new_page()
     try:
         page.goto(base + "/login")
