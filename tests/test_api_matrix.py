@@ -19,8 +19,10 @@ from api.app import api_routes, create_app, route_access
 from states import inbox, runs
 from states.campaigns import launch_campaign
 from states.jobs.models import Job
-from states.models import Attachment, StockOpinion
+from states.models import Attachment, Bulletin, StockOpinion
+from states.supervision.models import Circular, CircularItem, Finding
 from states.survey.models import Survey, SurveyAnswer
+from states.timeutil import utcnow
 from states.users import load_actor
 from tests.api_world import MEETING, World
 
@@ -83,6 +85,7 @@ def _objects(w: World) -> dict[str, Any]:
         job = Job(kind="ledger", requested_by=w.actors["com_h1"].user_id)  # an export of H1's
         s.add(job)
         s.commit()
+        bulletin, finding, circular = archive_rows(s, w, campaign.id or 0)
         grant_id = s.execute(
             text("SELECT min(id) FROM role_grant WHERE user_id = :u"), {"u": sec.user_id}
         ).scalar_one()
@@ -99,9 +102,28 @@ def _objects(w: World) -> dict[str, Any]:
         "survey_id": survey_id,
         "answer_id": answer_id,
         "job_id": job.id,
+        "bulletin_id": bulletin,
+        "finding_id": finding,
+        "circular_id": circular,
         "user_id": sec.user_id,  # S1's secretary and her grant there
         "grant_id": grant_id,
     }
+
+
+def archive_rows(s: Session, w: World, campaign_id: int) -> tuple[int, int, int]:
+    """A weekly 简报 of H1, a finding (督导意见) on S1 and a 通报 on G1 naming S1 (rows only)."""
+    h1, g1, s1 = (w.orgs[c].id or 0 for c in ("H1", "G1", "S1"))
+    author = w.actors["com_h1"].user_id
+    bulletin = Bulletin(
+        campaign_id=campaign_id, org_id=h1, period="2026-W47", as_of=utcnow(), data={}
+    )
+    finding = Finding(org_id=s1, text="会议记录不全", due=utcnow(), created_by=author)
+    circular = Circular(org_id=g1, title="通报", text="现予通报", created_by=author)
+    s.add_all([bulletin, finding, circular])
+    s.flush()
+    s.add(CircularItem(circular_id=circular.id or 0, org_id=s1, reason="会议记录缺失"))
+    s.commit()
+    return bulletin.id or 0, finding.id or 0, circular.id or 0
 
 
 def survey_with_answer(s: Session, run_id: int, org_id: int, user_id: int) -> tuple[int, int]:
@@ -155,6 +177,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/runs/{run_id}/board"): {"mask_names": True},
     ("POST", "/api/v1/campaigns/{campaign_id}/boards"): {"org_id": 1, "mask_names": True},
     ("POST", "/api/v1/campaigns/{campaign_id}/ledger"): {"per_branch": False},
+    ("POST", "/api/v1/runs/{run_id}/findings"): {"text": "会议记录不全", "due": "2099-12-31"},
+    ("POST", "/api/v1/orgs/{org_id}/findings"): {"text": "会议记录不全", "due": "2099-12-31"},
+    ("POST", "/api/v1/findings/{finding_id}/response"): {"text": "已整改"},
+    ("POST", "/api/v1/findings/{finding_id}/close"): {},
+    ("POST", "/api/v1/orgs/{org_id}/notices"): {
+        "title": "通报",
+        "text": "现予通报",
+        "orgs": [{"org_id": 1, "reason": "会议记录缺失"}],
+    },
     ("PUT", "/api/v1/orgs/{org_id}/notice-templates/{event_kind}"): {
         "source": "{% block title %}T{% endblock %}{% block body %}B{% endblock %}"
     },
