@@ -48,10 +48,11 @@ ensure_venv() {
   touch "$prefix-${extras:-base}"
 }
 
-BROWSER_PACKAGES="chromium fonts-wqy-microhei"
+BROWSER_PACKAGES="chromium fonts-wqy-microhei poppler-utils"
 BROWSER_HOW="浏览器测试需要 Chromium 与中文字体，请运行：sudo apt-get install -y ${BROWSER_PACKAGES}（或设 DANGJIAN_NO_BROWSER=1 跳过浏览器测试）/ the browser tests need: sudo apt-get install -y ${BROWSER_PACKAGES} (or set DANGJIAN_NO_BROWSER=1)"
 
 browser_ready() {
+  command -v pdftotext >/dev/null 2>&1 &&  # the PDF tests read their text with it
   [ -x "${DANGJIAN_CHROMIUM:-/usr/bin/chromium}" ] &&
     { dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || fc-list ':lang=zh' 2>/dev/null | grep -q .; }
 }
