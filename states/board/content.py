@@ -82,22 +82,20 @@ class BoardContent:
     appraisal: PublicSummary | None = None
 
 
-def _records(session: Session, run_id: int) -> list[Evidence]:
-    """The run's active commitment, activity and review records, oldest first."""
-    return list(
-        session.execute(
-            select(Evidence)
-            .join(EvidenceLink, col(EvidenceLink.evidence_id) == col(Evidence.id))
-            .where(
-                EvidenceLink.run_id == run_id,
-                col(Evidence.kind).in_(SHOWN_KINDS),
-                Evidence.status == "active",
-            )
-            .order_by(col(Evidence.created_at), col(Evidence.id))
+def _records(session: Session, run_id: int) -> list[Any]:
+    """The run's active commitment, activity and review records (rows of id, kind, data),
+    oldest first, each once; plain rows, not ORM objects (a board holds hundreds)."""
+    rows = session.execute(
+        select(Evidence.id, Evidence.kind, Evidence.data)
+        .join(EvidenceLink, col(EvidenceLink.evidence_id) == col(Evidence.id))
+        .where(
+            EvidenceLink.run_id == run_id,
+            col(Evidence.kind).in_(SHOWN_KINDS),
+            Evidence.status == "active",
         )
-        .scalars()
-        .unique()
-    )
+        .order_by(col(Evidence.created_at), col(Evidence.id))
+    ).all()
+    return list({row.id: row for row in rows}.values())
 
 
 def _roster(session: Session, org_id: int) -> dict[int, tuple[str, bool]]:
@@ -109,7 +107,7 @@ def _roster(session: Session, org_id: int) -> dict[int, tuple[str, bool]]:
 
 
 def _pledges(
-    records: list[Evidence], roster: dict[int, tuple[str, bool]], masked: bool
+    records: list[Any], roster: dict[int, tuple[str, bool]], masked: bool
 ) -> tuple[list[str], list[Pledge]]:
     branch: list[str] = []
     members: list[Pledge] = []
@@ -134,7 +132,7 @@ def _day(value: Any) -> date | None:
         return None
 
 
-def _headings(records: list[Evidence], names: list[str]) -> list[Heading]:
+def _headings(records: list[Any], names: list[str]) -> list[Heading]:
     """Activities grouped under the template's headings (others after them), newest first."""
     groups: dict[str, list[Deed]] = {n: [] for n in names}
     for ev in records:
@@ -150,7 +148,7 @@ def _headings(records: list[Evidence], names: list[str]) -> list[Heading]:
     ]
 
 
-def _review(records: list[Evidence]) -> Review | None:
+def _review(records: list[Any]) -> Review | None:
     reviews = [ev for ev in records if ev.kind == "review"]
     if not reviews:
         return None
