@@ -22,6 +22,7 @@ from states.supervision.models import Circular, CircularItem, Finding
 from states.timeutil import local_date, utcnow
 from states.tokens import issue_token
 from tests.api_world import World
+from tests.browser import web_user
 from tests.factories import make_user
 from tests.stand_ins import RobotServer
 from workflows import jobs
@@ -268,3 +269,56 @@ def test_finding_levels_are_computed_from_the_due() -> None:
     assert sweep.level_at(due, due + timedelta(hours=1)) == 1
     assert sweep.level_at(due, due + sweep.LEVEL_STEP + timedelta(hours=1)) == 2
     assert sweep.level_at(due, due + timedelta(days=365)) == sweep.MAX_LEVEL
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+
+def test_the_supervision_pages_record_answer_and_close_a_finding(w: World) -> None:
+    sup = web_user(w.client.app, "sup_h1")
+    desk = sup.get("/supervision")
+    assert desk.status_code == 200 and 'id="new-finding"' in desk.text
+    assert 'href="/supervision"' in desk.text  # 督导 in the top bar
+    r = sup.post("/supervision/findings", {"org_code": "S1", "due": _due(4), "text": "台账不全"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/findings/")
+    url = r.headers["location"]
+    assert "台账不全" in sup.get(url).text
+    sec = web_user(w.client.app, "sec_s1")
+    assert 'id="new-finding"' not in sec.get("/supervision").text  # no forms for a secretary
+    page = sec.get(url)
+    assert page.status_code == 200 and 'name="response"' in page.text
+    assert sec.post(url + "/response", {"response": "已补齐台账"}).status_code == 303
+    assert "已补齐台账" in sup.get(url).text
+    assert sup.post(url + "/close").status_code == 303
+    closed = sec.get(url).text
+    assert "已办结" in closed and 'name="response"' not in closed
+    assert sec.post(url + "/response", {"response": "再次"}).status_code == 303  # refused, flashed
+    with Session(w.engine) as s:
+        (finding,) = s.execute(select(Finding)).scalars()
+        assert finding.status == "closed" and finding.response == "已补齐台账"
+
+
+def test_the_notice_form_issues_a_circular_or_refuses_it_whole(w: World) -> None:
+    sup = web_user(w.client.app, "sup_h1")
+    bad = {"org_code": "H1", "title": "通报", "text": "正文", "orgs": "S1 记录缺失\nS4 越权"}
+    r = sup.post("/supervision/notices", bad)
+    assert r.status_code == 303 and r.headers["location"] == "/supervision"
+    assert not _outbox(w, "circular")
+    good = {**bad, "orgs": "S1 记录缺失\nS3 学习不到位"}
+    r = sup.post("/supervision/notices", good)
+    assert r.status_code == 303 and r.headers["location"].startswith("/circulars/")
+    page = web_user(w.client.app, "sec_s1").get(r.headers["location"])
+    assert "记录缺失" in page.text and "第一医院机关党支部" in page.text
+    (msg,) = _outbox(w, "circular")
+    assert {"sec_s1", "sec_s2", "com_g1", "com_h1", "dual"} <= _audience(w, msg)
+
+
+def test_foreign_finding_pages_are_not_found(w: World) -> None:
+    body = {"text": "意见", "due": _due(3)}
+    fid = w.post("sup_h1", f"/api/v1/orgs/{w.orgs['S1'].id}/findings", json=body).json()["id"]
+    sibling = web_user(w.client.app, "sup_h2")
+    assert sibling.get(f"/findings/{fid}").status_code == 404
+    assert sibling.post(f"/findings/{fid}/response", {"response": "x"}).status_code == 404
+    assert sibling.post(f"/findings/{fid}/close").status_code == 404
+    desk = sibling.get("/supervision").text
+    assert f'data-finding-id="{fid}"' not in desk
