@@ -117,7 +117,7 @@ def bulletin_pdf(
     bulletin_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
 ) -> Response:
     bulletin, org = archive.get_bulletin(s, actor, bulletin_id)
-    data = pdf.kept("bulletin", bulletin_id, lambda: pdf.bulletin_pdf(bulletin, org))
+    data = pdf.kept("bulletin", bulletin, lambda: pdf.bulletin_pdf(bulletin, org))
     return pdf_response(data, f"bulletin-{bulletin_id}.pdf")
 
 
@@ -155,7 +155,7 @@ def circular_pdf(
     circular_id: IdPath, actor: Actor = Depends(authenticated), s: Session = Depends(reader)
 ) -> Response:
     c, org, items = get_circular(s, actor, circular_id)
-    data = pdf.kept("circular", circular_id, lambda: pdf.circular_pdf(c, org, items))
+    data = pdf.kept("circular", c, lambda: pdf.circular_pdf(c, org, items))
     return pdf_response(data, f"circular-{circular_id}.pdf")
 
 

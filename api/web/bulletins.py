@@ -54,7 +54,7 @@ def bulletin_pdf(
 ) -> Response:
     with read_session(request.app.state.engine) as s:
         bulletin, org = archive.get_bulletin(s, actor, bulletin_id)
-        data = pdf.kept("bulletin", bulletin_id, lambda: pdf.bulletin_pdf(bulletin, org))
+        data = pdf.kept("bulletin", bulletin, lambda: pdf.bulletin_pdf(bulletin, org))
     return pdf_response(data, f"bulletin-{bulletin_id}.pdf")
 
 
@@ -74,5 +74,5 @@ def circular_pdf(
 ) -> Response:
     with read_session(request.app.state.engine) as s:
         circular, org, items = get_circular(s, actor, circular_id)
-        data = pdf.kept("circular", circular_id, lambda: pdf.circular_pdf(circular, org, items))
+        data = pdf.kept("circular", circular, lambda: pdf.circular_pdf(circular, org, items))
     return pdf_response(data, f"circular-{circular_id}.pdf")

@@ -179,21 +179,23 @@ def circular_pdf(
 
 
 #: Stored 简报 and 通报 never change, so their PDFs are kept (loading the font takes seconds).
-_KEPT: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+_KEPT: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
 _KEEP = 64
 _LOCK = Lock()
 
 
-def kept(kind: str, item_id: int, build: Callable[[], bytes]) -> bytes:
-    """The PDF of (`kind`, `item_id`), built once and kept for the next downloads."""
+def kept(kind: str, item: Bulletin | Circular, build: Callable[[], bytes]) -> bytes:
+    """The PDF of a stored 简报 or 通报, built once and kept for the next downloads (keyed by
+    its id and creation instant, so another database's row of the same id is not mistaken)."""
+    key = (kind, item.id or 0, item.created_at.isoformat())
     with _LOCK:
-        found = _KEPT.get((kind, item_id))
+        found = _KEPT.get(key)
         if found is not None:
-            _KEPT.move_to_end((kind, item_id))
+            _KEPT.move_to_end(key)
             return found
     data = build()
     with _LOCK:
-        _KEPT[(kind, item_id)] = data
+        _KEPT[key] = data
         while len(_KEPT) > _KEEP:
             _KEPT.popitem(last=False)
     return data
