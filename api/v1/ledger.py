@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import Field
+from pydantic import Field, StrictBool
 from sqlmodel import Session
 from starlette.background import BackgroundTask
 
@@ -32,7 +32,9 @@ class LedgerIn(S.In):
         le=MAX_ID,
         description="导出哪个组织及其下级（默认：活动在您范围内的根）",
     )
-    per_branch: bool = Field(default=False, description="每个支部另加一张工作表（最多 500 个）")
+    per_branch: StrictBool = Field(
+        default=False, description="每个支部另加一张工作表（最多 500 个）"
+    )
 
 
 def base_url(request: Request) -> str:
