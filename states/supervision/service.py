@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 
 from sqlalchemy import func, select
 from sqlmodel import Session, col
@@ -119,12 +119,11 @@ def add_finding(
     """Record a finding on a run's branch or on an organisation, and tell its leaders."""
     if run_id is not None:
         run = session.get(Run, run_id)
-        if run is None:
+        branch = session.get(Organisation, run.org_id) if run else None
+        if branch is None or not actor.reaches(branch.path):
             raise NotFound("创建进度不存在", details={"run_id": run_id})
-        org_id = run.org_id
+        org_id = branch.id
     org = _reached(session, actor, org_id or 0)
-    if run_id is not None and not actor.reaches(org.path):
-        raise NotFound("创建进度不存在", details={"run_id": run_id})
     _may_issue(actor, org)
     text = _text(text, "text", MAX_TEXT)
     if due < local_date(utcnow()):
@@ -166,12 +165,8 @@ def respond(session: Session, actor: Actor, finding_id: int, text: str) -> Findi
     session.add(finding)
     session.flush()
     payload = {**finding_payload(finding, org.name), "response": finding.response}
-    count = session.execute(
-        select(func.count())
-        .select_from(OutboxMessage)
-        .where(col(OutboxMessage.dedupe_key).like(f"finding:{finding.id}:answered:%"))
-    ).scalar_one()
-    key = f"finding:{finding.id}:answered:{count + 1}"
+    # One notice per answer: a later, corrected answer is told too.
+    key = f"finding:{finding.id}:answered:{finding.responded_at.timestamp():.6f}"
     _notice(session, key, "finding_answered", org.id or 0, payload, finding.run_id)
     return finding
 
@@ -292,7 +287,3 @@ def get_circular(
 
 def can_read_circular(actor: Actor, path: str) -> bool:
     return actor.reaches(path) or any(is_within(g.org_path, path) for g in actor.grants)
-
-
-def due_date(value: datetime) -> date:
-    return local_date(value)
