@@ -13,7 +13,7 @@ it missed. An answered or closed finding is left alone.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlmodel import Session, col
@@ -114,6 +114,8 @@ def escalate(session: Session, as_of: datetime) -> int:
 
 def sweep(session: Session, as_of: datetime) -> dict[str, int]:
     """Reminders and escalations of findings at `as_of`: counts by kind."""
+    # A plain aware datetime (a scheduler's own datetime type may lose its zone in arithmetic).
+    as_of = datetime.fromtimestamp(as_of.timestamp(), tz=UTC)
     counts = {
         "finding_reminder": remind(session, as_of),
         "finding_overdue": escalate(session, as_of),
