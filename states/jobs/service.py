@@ -35,7 +35,7 @@ log = logging.getLogger("states.jobs")
 
 KEEP_FOR = timedelta(hours=24)
 STALE_AFTER = timedelta(minutes=10)
-INTERRUPTED = "导出中断（服务重启或进程退出），请重新导出"
+INTERRUPTED = "导出中断（服务重启或中途停止），请重新导出"
 EXPORTS = "exports"
 
 #: What a job does: given a session, the file to write and a progress callback, returns the
