@@ -72,6 +72,7 @@ RETIRED: dict[str, str] = {
 ALLOWED: dict[str, str] = {
     "定时任务进程": "an operating-system process: the CLI's worker output",
     "未知进程": "an operating-system process holding the Prefect server's data directory",
+    "服务进程": "an operating-system process: `dangjian serve --workers N` starts N of them",
 }
 
 
