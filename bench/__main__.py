@@ -299,6 +299,7 @@ def main() -> None:
     ap.add_argument("--skip-transitions", action="store_true")
     ap.add_argument("--skip-board", action="store_true", help="the 公示 board's time to first byte")
     ap.add_argument("--skip-survey", action="store_true", help="public survey answers per second")
+    ap.add_argument("--skip-ledger", action="store_true", help="the committee 台账 of 100,000 runs")
     ap.add_argument("--report-only", action="store_true", help="only re-render BENCHMARKS.md")
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     args = ap.parse_args()
@@ -317,6 +318,8 @@ def main() -> None:
             run("bench.board", [], RESULTS / "board.jsonl")
         if not args.skip_survey:
             run("bench.survey", [], RESULTS / "survey.jsonl")
+        if not args.skip_ledger:
+            run("bench.ledger", [], RESULTS / "ledger.jsonl")
         meta = {
             "command": shlex.join([sys.executable, "-m", "bench", *argv]),
             "date": time.strftime("%Y-%m-%d %H:%M %Z"),
