@@ -14,7 +14,7 @@ from icalendar import Calendar
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from states.models import User
+from states.models import Request, User
 from states.supervision.models import Finding
 from tests.api_world import World
 from tests.browser import PHONE, LiveWorld, csrf_of, login, shot, web_user
@@ -109,7 +109,12 @@ def test_a_granted_extension_moves_the_same_event(world: World) -> None:
     assert after["UID"] == before["UID"]
     assert after.decoded("DTSTART") == new != old
     assert int(after["SEQUENCE"]) > int(before["SEQUENCE"])
-    assert after.decoded("LAST-MODIFIED") > before.decoded("LAST-MODIFIED")
+    # LAST-MODIFIED (whole seconds) is when the extension was granted.
+    with Session(w.engine) as s:
+        granted = s.get(Request, request_id)
+        assert granted is not None and granted.decided_at is not None
+        decided = granted.decided_at.replace(microsecond=0)
+    assert after.decoded("LAST-MODIFIED") == decided >= before.decoded("LAST-MODIFIED")
     assert f"request-{request_id}-" not in parse(w, feed_path(w, "com_g1")).to_ical().decode()
 
 
