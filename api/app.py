@@ -24,9 +24,12 @@ from api.v1 import (
     attachments,
     auth,
     board,
+    bulletins,
     calendar,
     campaigns,
     evidence,
+    jobs,
+    ledger,
     members,
     myruns,
     notifications,
@@ -35,6 +38,7 @@ from api.v1 import (
     owed,
     requests,
     runs,
+    supervision,
     survey,
     templates,
     users,
@@ -62,6 +66,10 @@ ROUTERS = (
     survey,
     calendar,
     users,
+    ledger,
+    jobs,
+    bulletins,
+    supervision,
 )
 #: The site icon, drawn once with Pillow (a white star on a red square) and committed.
 FAVICON = Path(web.__file__).parent / "static" / "favicon.ico"
