@@ -1,4 +1,4 @@
-"""批量审批, 常用意见 and the confirmation pages before 同意, 退回 and 撤回 (issue 13).
+"""批量审批, 常用意见 and the confirmation pages before 同意, 退回 and 撤回.
 
 The batch decides each item on its own (its own transaction, the single-decision services), so
 one refusal leaves the others decided and audited; the pages never act on the first POST.

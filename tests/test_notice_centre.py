@@ -1,4 +1,4 @@
-"""The notice centre (issue 13, item 3): paging and filters, read-all, notices that resolve
+"""The notice centre: paging and filters, read-all, notices that resolve
 themselves when their work is done, links instead of raw URLs, reach, and the page itself.
 
 Notices travel the real way: a state change writes the outbox, the relay (`drain`) writes the

@@ -1,1 +1,1 @@
-"""Probe-style tests: the threat model of issue 11, one module per finding area."""
+"""Probe-style tests: the threat model of hostile settings and files, one module per finding area."""
