@@ -11,5 +11,6 @@ ensure_browser
 echo "== ruff check"; .venv/bin/ruff check .
 echo "== ruff format --check"; .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest (SQLite + PostgreSQL)"
-.venv/bin/pytest "$@"
+# Two processes (one per core here), a test file to a process: DANGJIAN_TEST_WORKERS=0 runs in one.
+echo "== pytest (SQLite + PostgreSQL, ${DANGJIAN_TEST_WORKERS:-auto} workers)"
+.venv/bin/pytest -n "${DANGJIAN_TEST_WORKERS:-auto}" --dist loadfile "$@"
