@@ -162,7 +162,7 @@ def _fake_bin(tmp_path: Path, uid: int, *, sudo_ok: bool, apt: bool) -> Path:
         scripts["apt-get"] = (
             f'echo "$*" >> "{tmp_path}/apt.log"; '
             f'if [ "$1" = install ]; then : > "$DANGJIAN_CHROMIUM"; chmod +x "$DANGJIAN_CHROMIUM";'
-            f' : > "{tmp_path}/font"; fi'
+            f' : > "{tmp_path}/font"; : > "{fake}/pdftotext"; chmod +x "{fake}/pdftotext"; fi'
         )
     for name, body in scripts.items():
         (fake / name).write_text(f"#!/bin/bash\n{body}\n")
