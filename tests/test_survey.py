@@ -8,7 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, text, update
+from sqlalchemy import event, func, text, update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from states.models import AuditEvent, Evidence, EvidenceLink, Run
@@ -16,7 +17,7 @@ from states.runs import checklist, load_run
 from states.survey.models import Survey, SurveyAnswer, SurveyCode, SurveyHit
 from states.survey.results import public_summary
 from states.timeutil import utcnow
-from tests.api_world import World
+from tests.api_world import World, build_world
 from workflows import jobs
 
 FIVE = {f"q_{i}": "满意" for i in range(1, 7)}  # overall + five headings of 创先争优
@@ -299,3 +300,52 @@ def test_every_survey_route_is_404_from_the_sibling_subtree(world: World) -> Non
     assert count(w, SurveyAnswer) == 1 and count(w, SurveyCode) == 0
     with Session(w.engine) as s:
         assert s.execute(select(Survey.closed_at)).scalar_one() is None
+
+
+def test_a_passed_deadline_refuses_posts_before_any_sweep(world: World) -> None:
+    """The survey is known to the server from an earlier post; the deadline passes; the next
+    post is 410 and writes nothing, although no sweep has closed the survey yet."""
+    w = world
+    run_id = to_appraise(w)
+    form = path_of(open_one(w, run_id, codes=0)["open_url"])
+    assert answer(w, form).status_code == 200
+    with Session(w.engine) as s:
+        past = utcnow() - timedelta(minutes=1)
+        s.execute(update(Run).where(Run.id == run_id).values(deadline=past))  # type: ignore[arg-type]
+        s.commit()
+    w.client.cookies.clear()
+    assert answer(w, form).status_code == 410
+    assert count(w, SurveyAnswer) == 1 and count(w, Evidence) == 1
+    with Session(w.engine) as s:
+        assert s.execute(select(SurveyHit.hits)).scalars().all() == [1]
+
+
+def test_a_public_post_on_postgresql_is_one_statement(pg_engine: Engine) -> None:
+    """Once the server knows the survey, an answer by code or by link is one statement
+    (autocommit, so one round trip); a replayed code adds one read to tell used from unknown."""
+    w = build_world(pg_engine)
+    with w.client:
+        _one_statement_each(w)
+
+
+def _one_statement_each(w: World) -> None:
+    opened = open_one(w, to_appraise(w), codes=3)
+    codes = w.get("sec_s1", opened["codes_url"]).json()["codes"]
+    form = path_of(opened["form_url"])
+    assert answer(w, form).status_code == 200  # the first post loads the survey
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        statements.append(sql)
+
+    event.listen(w.engine, "before_cursor_execute", seen)
+    try:
+        w.client.cookies.clear()
+        assert answer(w, form).status_code == 200
+        assert answer(w, form, code=codes[0]).status_code == 200
+        assert answer(w, form, code=codes[0]).status_code == 409
+    finally:
+        event.remove(w.engine, "before_cursor_execute", seen)
+    writes = [sql for sql in statements if "survey_hit" in sql]
+    assert len(writes) == 3 and len(statements) == 4, statements
+    assert count(w, SurveyAnswer) == 3

@@ -84,8 +84,19 @@ PAGES = (
 )
 
 
+#: Page routers matched before the JSON API's (`install_first`): public pages answered in bursts.
+FIRST = (public_survey,)
+
+
+def install_first(app: FastAPI) -> None:
+    """Include the `FIRST` page routers (call from `create_app` before the API's routers)."""
+    for module in FIRST:
+        app.include_router(module.router)
+
+
 def install(app: FastAPI) -> None:
-    """Mount `/static` and include every page router (call from `create_app`)."""
+    """Mount `/static` and include every other page router (call from `create_app`)."""
     session.install(app)
     for module in PAGES:
-        app.include_router(module.router)
+        if module not in FIRST:
+            app.include_router(module.router)
