@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from states.db import read_session, retry_dead_connection
+from states.db import one_read, retry_dead_connection
 from states.errors import Forbidden, Unauthenticated
 from states.models import ROLE_LABELS, Role
 from states.tokens import actor_for_token
@@ -56,8 +56,8 @@ def _authenticated(
 
 
 def _actor(request: Request, token: str) -> Actor | None:
-    with read_session(request.app.state.engine) as s:
-        return actor_for_token(s, token)
+    with one_read(request.app.state.engine) as conn:
+        return actor_for_token(conn, token)
 
 
 #: What a token of an initial or reset password may call before the password is changed.

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
@@ -81,6 +81,20 @@ def read_session(engine: Engine | None = None) -> Iterator[Session]:
             yield session
         finally:
             session.rollback()
+
+
+@contextmanager
+def one_read(engine: Engine) -> Iterator[Connection]:
+    """A connection for one read statement: on PostgreSQL in autocommit (one round trip, no
+    BEGIN and ROLLBACK around it); elsewhere in a read-only transaction, rolled back."""
+    with read_only(engine).connect() as conn:
+        if engine.dialect.name == "postgresql":
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+            return
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
 
 @contextmanager

@@ -15,17 +15,18 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import bindparam, delete, func, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from states.db import read_session, unit_of_work
 from states.errors import RateLimited
 from states.models import ApiToken, Grant, LoginFailure, Organisation, Role, User
-from states.timeutil import utcnow
+from states.timeutil import UTCDateTime, utcnow
 from states.users import Actor, GrantView, check_password, hash_password
 
 TOKEN_TTL = timedelta(hours=12)
@@ -78,13 +79,10 @@ def issue_token(
     return IssuedToken(token, expires, user_id)
 
 
-def actor_for_token(session: Session, token: str, *, now: datetime | None = None) -> Actor | None:
-    """Return the Actor behind a live token, or None (unknown, expired, revoked, inactive user).
-
-    One query: the token, its user and every grant with the organisation's path.
-    """
-    now = now or utcnow()
-    rows = session.execute(
+@cache
+def _actor_query() -> Any:
+    """Built once: a live token's user and every grant with its organisation's path."""
+    return (
         sa_select(
             col(User.id),
             col(User.username),
@@ -99,12 +97,23 @@ def actor_for_token(session: Session, token: str, *, now: datetime | None = None
         .outerjoin(Grant, col(Grant.user_id) == col(User.id))
         .outerjoin(Organisation, col(Organisation.id) == col(Grant.org_id))
         .where(
-            col(ApiToken.token_hash) == token_digest(token),
-            col(ApiToken.expires_at) > now,
+            col(ApiToken.token_hash) == bindparam("digest"),
+            col(ApiToken.expires_at) > bindparam("now", type_=UTCDateTime),
             col(ApiToken.revoked_at).is_(None),
             col(User.is_active).is_(True),
         )
-    ).all()
+    )
+
+
+def actor_for_token(
+    db: Session | Connection, token: str, *, now: datetime | None = None
+) -> Actor | None:
+    """Return the Actor behind a live token, or None (unknown, expired, revoked, inactive user).
+
+    One query (built once): the token, its user and every grant with the organisation's path.
+    """
+    params = {"digest": token_digest(token), "now": now or utcnow()}
+    rows = db.execute(_actor_query(), params).all()
     if not rows:
         return None
     user_id, username, display_name, must_change = rows[0][:4]

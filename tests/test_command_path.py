@@ -93,6 +93,35 @@ def test_statements_per_command(engine: Engine, backend: str) -> None:
     assert not over, (over, counts)
 
 
+#: Statements per HTTP call on PostgreSQL: the bearer token (one autocommitted read), the
+#: command, and the response body (two reads).
+HTTP_CEILINGS = {"request": 1 + 5 + 2, "approve": 1 + 3 + 2}
+
+
+def test_statements_per_http_call(pg_engine: Engine) -> None:
+    w = build_world(pg_engine)
+    with w.client:
+        counts = {}
+        for code in ("S2", "S1"):  # the first warms the per-process caches
+            run_id = w.runs[code]
+            sec = "sec_s1" if code == "S1" else "sec_s2"
+            w.post(
+                sec,
+                f"/api/v1/runs/{run_id}/evidence",
+                json={"kind": "meeting", "data": API_MEETING},
+            )
+            with counting(pg_engine) as counts["request"]:
+                made = w.post(sec, f"/api/v1/runs/{run_id}/requests", json={})
+            assert made.status_code == 201, made.text
+            with counting(pg_engine) as counts["approve"]:
+                done = w.post("com_g1", f"/api/v1/requests/{made.json()['id']}/approve", json={})
+            assert done.status_code == 200 and done.json()["status"] == "approved", done.text
+    print(*(f"{k}: {len(v)} {v}" for k, v in counts.items()), sep="\n")
+    over = {k: len(v) for k, v in counts.items() if len(v) > HTTP_CEILINGS[k]}
+    assert not over, (over, counts)
+    assert done.json()["decisions"][0]["decided_by"]["display_name"]
+
+
 def test_a_granted_extension_resolves_the_runs_escalations(engine: Engine) -> None:
     """督办 notices of the run resolve with the grant; its reminders and other runs' stay."""
     with Session(engine, expire_on_commit=False) as session:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
+from typing import Any
 
+from sqlalchemy import bindparam, literal, union_all
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from api import schemas as S
@@ -81,61 +85,101 @@ def users_by_id(session: Session, ids: set[int]) -> dict[int, S.UserBrief]:
     return {int(i): S.UserBrief(id=int(i), display_name=n) for i, n in rows}
 
 
+@cache
+def _decisions_query() -> Any:
+    """Built once: the decisions on some requests, each with its decider's name."""
+    return (
+        sa_select(
+            col(Decision.request_id),
+            col(Decision.step),
+            col(Decision.org_id),
+            col(Decision.decided_by),
+            col(User.display_name),
+            col(Decision.outcome),
+            col(Decision.opinion),
+            col(Decision.created_at),
+        )
+        .join(User, col(User.id) == col(Decision.decided_by), isouter=True)
+        .where(col(Decision.request_id).in_(bindparam("ids", expanding=True)))
+        .order_by(col(Decision.request_id), col(Decision.step))
+    )
+
+
+@cache
+def _names_query() -> Any:
+    """Built once: organisations (`o`) and users (`u`) by id, in one statement."""
+    orgs: Any = sa_select(
+        literal("o").label("k"),
+        col(Organisation.id).label("id"),
+        col(Organisation.code).label("code"),
+        col(Organisation.name).label("name"),
+        col(Organisation.kind).label("kind"),
+    ).where(col(Organisation.id).in_(bindparam("org_ids", expanding=True)))
+    users = sa_select(
+        literal("u"), col(User.id), literal(""), col(User.display_name), literal("")
+    ).where(col(User.id).in_(bindparam("user_ids", expanding=True)))
+    return union_all(orgs, users)
+
+
+def _decision_out(row: Any, unknown: S.UserBrief) -> S.DecisionOut:
+    _rid, step, org_id, by, name, outcome, opinion, at = row
+    decider = S.UserBrief(id=by, display_name=name) if name is not None else unknown
+    return S.DecisionOut(
+        step=step,
+        org_id=org_id,
+        decided_by=decider,
+        outcome=outcome,
+        opinion=opinion,
+        created_at=at,
+    )
+
+
 def requests_out(session: Session, reqs: Sequence[Request]) -> list[S.RequestOut]:
-    """Return response bodies for requests with three queries in all (orgs, decisions, users)."""
+    """Return response bodies for requests with two queries in all (decisions with their
+    deciders; the chains' organisations with the requesters)."""
     if not reqs:
         return []
-    org_ids = {o for r in reqs for o in r.chain}
-    orgs = {
-        o.id: org_brief(o)
-        for o in session.execute(
-            select(Organisation).where(col(Organisation.id).in_(sorted(org_ids)))
-        ).scalars()
-    }
-    decisions: dict[int, list[Decision]] = {}
-    for d in session.execute(
-        select(Decision)
-        .where(col(Decision.request_id).in_([r.id for r in reqs]))
-        .order_by(col(Decision.step))
-    ).scalars():
-        decisions.setdefault(d.request_id, []).append(d)
-    user_ids = {r.requested_by for r in reqs} | {
-        d.decided_by for ds in decisions.values() for d in ds
-    }
-    users = users_by_id(session, user_ids)
     unknown = S.UserBrief(id=0, display_name="（未知）")
-    out = []
-    for r in reqs:
-        out.append(
-            S.RequestOut(
-                id=r.id or 0,
-                run_id=r.run_id,
-                kind=r.kind,
-                from_stage=r.from_stage,
-                to_stage=r.to_stage,
-                status=r.status,
-                status_label=STATUS_LABELS.get(r.status, r.status),
-                chain=[orgs[o] for o in r.chain if o in orgs],
-                step=r.step,
-                current_approver=orgs.get(r.current_approver_org_id or 0),
-                requested_by=users.get(r.requested_by, unknown),
-                on_behalf=r.on_behalf,
-                comment=r.comment,
-                requested_deadline=r.requested_deadline,
-                return_reason=r.return_reason,
-                submitted_at=r.submitted_at,
-                decided_at=r.decided_at,
-                decisions=[
-                    S.DecisionOut(
-                        step=d.step,
-                        org_id=d.org_id,
-                        decided_by=users.get(d.decided_by, unknown),
-                        outcome=d.outcome,
-                        opinion=d.opinion,
-                        created_at=d.created_at,
-                    )
-                    for d in decisions.get(r.id or 0, [])
-                ],
-            )
-        )
-    return out
+    decisions: dict[int, list[S.DecisionOut]] = {}
+    for row in session.execute(_decisions_query(), {"ids": [r.id for r in reqs]}):
+        decisions.setdefault(row[0], []).append(_decision_out(row, unknown))
+    params = {
+        "org_ids": sorted({o for r in reqs for o in r.chain}),
+        "user_ids": sorted({r.requested_by for r in reqs}),
+    }
+    orgs: dict[int, S.OrgBrief] = {}
+    users: dict[int, S.UserBrief] = {}
+    for k, i, code, name, kind in session.execute(_names_query(), params):
+        if k == "o":
+            orgs[i] = S.OrgBrief(id=i, code=code, name=name, kind=kind)
+        else:
+            users[i] = S.UserBrief(id=i, display_name=name)
+    return [_request_out(r, orgs, users.get(r.requested_by, unknown), decisions) for r in reqs]
+
+
+def _request_out(
+    r: Request,
+    orgs: dict[int, S.OrgBrief],
+    requester: S.UserBrief,
+    decisions: dict[int, list[S.DecisionOut]],
+) -> S.RequestOut:
+    return S.RequestOut(
+        id=r.id or 0,
+        run_id=r.run_id,
+        kind=r.kind,
+        from_stage=r.from_stage,
+        to_stage=r.to_stage,
+        status=r.status,
+        status_label=STATUS_LABELS.get(r.status, r.status),
+        chain=[orgs[o] for o in r.chain if o in orgs],
+        step=r.step,
+        current_approver=orgs.get(r.current_approver_org_id or 0),
+        requested_by=requester,
+        on_behalf=r.on_behalf,
+        comment=r.comment,
+        requested_deadline=r.requested_deadline,
+        return_reason=r.return_reason,
+        submitted_at=r.submitted_at,
+        decided_at=r.decided_at,
+        decisions=decisions.get(r.id or 0, []),
+    )

@@ -65,9 +65,8 @@ def get_request(
     return requests_out(s, [runs.load_request(s, request_id, actor)])[0]
 
 
-def _decided(s: Session, request_id: int) -> S.RequestOut:
-    req = s.get(RequestRow, request_id)
-    assert req is not None
+def _decided(s: Session, req: RequestRow) -> S.RequestOut:
+    """The response from the request as the command left it (no re-read)."""
     return requests_out(s, [req])[0]
 
 
@@ -88,8 +87,7 @@ def approve(
     opinion = body.opinion if body else None
 
     def change(s: Session) -> S.RequestOut:
-        runs.approve(s, request_id=request_id, actor=actor, opinion=opinion)
-        return _decided(s, request_id)
+        return _decided(s, runs.approve(s, request_id=request_id, actor=actor, opinion=opinion))
 
     return write(request, actor, idem, 200, change)
 
@@ -110,10 +108,10 @@ def return_request(
     """退回须填写意见；可同时把创建进度退回到此前某一阶段（to_stage）。"""
 
     def change(s: Session) -> S.RequestOut:
-        runs.return_request(
+        req = runs.return_request(
             s, request_id=request_id, actor=actor, reason=body.reason, to_stage=body.to_stage
         )
-        return _decided(s, request_id)
+        return _decided(s, req)
 
     return write(request, actor, idem, 200, change)
 
@@ -133,7 +131,6 @@ def withdraw(
     """只有申请人本人可以撤回尚未审批完毕的申请。"""
 
     def change(s: Session) -> S.RequestOut:
-        runs.withdraw(s, request_id=request_id, actor=actor)
-        return _decided(s, request_id)
+        return _decided(s, runs.withdraw(s, request_id=request_id, actor=actor))
 
     return write(request, actor, idem, 200, change)
