@@ -44,6 +44,8 @@ def top_lines(raw: Path, limit: int = 12) -> dict[str, list[tuple[str, float]]]:
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
+        if not n.isdigit():  # a line py-spy was still writing when it was read
+            continue
         frames = [f for f in stack.split(";") if f]
         count = int(n)
         samples += count

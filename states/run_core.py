@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import String, bindparam, cast, func, literal, or_, union_all
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -330,18 +331,21 @@ def resolve_chain(session: Session, ctx: RunContext, kind: str) -> list[int]:
     return chain
 
 
-def _line_within(session: Session, ctx: RunContext) -> list[Organisation]:
-    """The run's ancestors inside the campaign's subtree, nearest first: one query."""
+@cache
+def _line_query() -> Any:
+    """Built once: organisations by code, and the campaign's root, as plain rows."""
+    o = Organisation.__table__  # type: ignore[attr-defined]
+    return sa_select(o.c.id, o.c.code, o.c.kind, o.c.path).where(
+        or_(o.c.code.in_(bindparam("codes", expanding=True)), o.c.id == bindparam("root"))
+    )
+
+
+def _line_within(session: Session, ctx: RunContext) -> list[Any]:
+    """The run's ancestors inside the campaign's subtree, nearest first (rows with `id`,
+    `code`, `kind`, `path`): one query."""
     codes = path_codes(ctx.org.path)[:-1]
-    rows = session.execute(
-        select(Organisation).where(
-            or_(
-                col(Organisation.code).in_(codes),
-                col(Organisation.id) == ctx.campaign.root_org_id,
-            )
-        )
-    ).scalars()
-    by_code = {o.code: o for o in rows}
+    params = {"codes": codes, "root": ctx.campaign.root_org_id}
+    by_code = {o.code: o for o in session.connection().execute(_line_query(), params)}
     root = next(o for o in by_code.values() if o.id == ctx.campaign.root_org_id)
     return [
         by_code[c]

@@ -205,8 +205,9 @@ def apply(session: Session, run: Run, w: Writes, now: datetime) -> None:
 
 
 def _send_each(session: Session, steps: list[Step]) -> None:
+    conn = session.connection()  # Core statements: no ORM execution around them
     for _name, stmt, params, lost in steps:
-        result = session.execute(stmt, params or None)
+        result = conn.execute(stmt, params or None)
         if lost is not None and cast(CursorResult[Any], result).rowcount != 1:
             raise lost
 
@@ -228,7 +229,7 @@ def _send_one(session: Session, steps: list[Step]) -> None:
     else:
         stmt = _built(tuple(id(s) for _n, s, _p, _l in steps), lambda: _combined(steps))
     params = {k: v for _n, _s, p, _l in steps for k, v in p.items()}
-    row = session.execute(cast(Executable, stmt), params).one()
+    row = session.connection().execute(cast(Executable, stmt), params).one()
     for (_name, _stmt, _params, lost), n in zip(steps, row, strict=True):
         if lost is not None and n != 1:
             raise lost
