@@ -1,0 +1,5 @@
+"""`python -m bench.sweep`."""
+
+from bench.sweep.cli import main
+
+main()
