@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from states.db import make_engine
 from states.migrate import upgrade
@@ -218,7 +218,9 @@ def make_actor(session: Session, username: str, code: str, role: Role) -> Actor:
     user = User(username=username, display_name=username, password_hash="!")
     session.add(user)
     session.flush()
-    org_id = session.execute(select(Organisation.id).where(Organisation.code == code)).scalar_one()
+    org_id = session.execute(
+        select(col(Organisation.id)).where(col(Organisation.code) == code)
+    ).scalar_one()
     session.add(Grant(user_id=user.id or 0, org_id=org_id, role=role.value))
     session.commit()
     return load_actor(session, user.id or 0)

@@ -19,7 +19,7 @@ from datetime import date
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from api.app import create_app
 from bench.common import (
@@ -51,8 +51,8 @@ def _setup(engine: Engine, branches: int, members: int) -> list[tuple[str, int, 
     with Session(engine) as s:
         codes = list(
             s.execute(
-                select(Organisation.code, Organisation.id)
-                .where(Organisation.kind == "党支部")
+                select(col(Organisation.code), col(Organisation.id))
+                .where(col(Organisation.kind) == "党支部")
                 .order_by(Organisation.code)
             ).all()
         )
@@ -75,10 +75,12 @@ def _setup(engine: Engine, branches: int, members: int) -> list[tuple[str, int, 
         s.commit()
         out = []
         for code, org_id in codes:
-            run_id = s.execute(select(Run.id).where(Run.org_id == org_id)).scalar_one()
+            run_id = s.execute(select(col(Run.id)).where(col(Run.org_id) == org_id)).scalar_one()
             ids = list(
                 s.execute(
-                    select(Member.id).where(Member.org_id == org_id).order_by(Member.id)
+                    select(col(Member.id))
+                    .where(col(Member.org_id) == org_id)
+                    .order_by(col(Member.id))
                 ).scalars()
             )
             out.append((code, int(run_id), [int(i) for i in ids]))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bench.common import (
     ROOT_CODE,
@@ -64,7 +64,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             session.commit()
             secs = time.perf_counter() - t0
             runs = session.execute(
-                select(func.count()).select_from(Run).where(Run.campaign_id == campaign.id)
+                select(func.count()).select_from(Run).where(col(Run.campaign_id) == campaign.id)
             ).scalar_one()
         assert runs == shape.branches, (runs, shape.branches)
         if campaign.run_count != runs and campaign.run_count not in bad_counts:

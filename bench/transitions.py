@@ -96,7 +96,9 @@ def prepare_campaign(url: str, requester_id: int, campaign_id: int, every: int =
             requester = load_actor(s, requester_id)
             run_ids = list(
                 s.execute(
-                    select(Run.id).where(Run.campaign_id == campaign_id).order_by(col(Run.id))
+                    select(col(Run.id))
+                    .where(col(Run.campaign_id) == campaign_id)
+                    .order_by(col(Run.id))
                 ).scalars()
             )
             request_ids: list[int] = []
@@ -224,19 +226,19 @@ def verify(engine: Engine, request_ids: Sequence[int]) -> None:
             return int(s.execute(stmt).scalar_one())
 
         approved = count(
-            select(func.count()).select_from(Request).where(mine, Request.status == "approved")
+            select(func.count()).select_from(Request).where(mine, col(Request.status) == "approved")
         )
         moved = count(
             select(func.count())
             .select_from(Run)
             .join(Request, col(Request.run_id) == col(Run.id))
-            .where(mine, Run.stage == "pledge", col(Run.pending_request_id).is_(None))
+            .where(mine, col(Run.stage) == "pledge", col(Run.pending_request_id).is_(None))
         )
         events = count(
             select(func.count())
             .select_from(AuditEvent)
             .join(Request, col(Request.run_id) == col(AuditEvent.run_id))
-            .where(mine, AuditEvent.action == "stage.advanced")
+            .where(mine, col(AuditEvent.action) == "stage.advanced")
         )
         keys = [f"request_approved:{i}" for i in ids]
         notices = count(
