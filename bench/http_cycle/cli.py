@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # prog: the name argparse showed when this was bench/http_cycle.py (not __main__.py)
     ap = argparse.ArgumentParser(
-        prog="http_cycle.py",
+        prog="python -m bench.http_cycle",
         description=http_cycle.__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
     )

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # prog: the name argparse showed when this was bench/sweep.py (not __main__.py)
     ap = argparse.ArgumentParser(
-        prog="sweep.py",
+        prog="python -m bench.sweep",
         description=sweep.__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
     )
