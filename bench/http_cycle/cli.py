@@ -14,7 +14,7 @@ from bench.http_cycle.report import load_meta, render, write_section
 def main(argv: list[str] | None = None) -> None:
     from bench import http_cycle  # its docstring is the --help text
 
-    # prog: the name argparse showed when this was bench/http_cycle.py (not __main__.py)
+    # prog: how it is run (argparse would otherwise print __main__.py)
     ap = argparse.ArgumentParser(
         prog="python -m bench.http_cycle",
         description=http_cycle.__doc__,

@@ -15,7 +15,7 @@ from bench.sweep.report import render, write_section
 def main(argv: list[str] | None = None) -> None:
     from bench import sweep  # its docstring is the --help text
 
-    # prog: the name argparse showed when this was bench/sweep.py (not __main__.py)
+    # prog: how it is run (argparse would otherwise print __main__.py)
     ap = argparse.ArgumentParser(
         prog="python -m bench.sweep",
         description=sweep.__doc__,
