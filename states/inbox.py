@@ -297,6 +297,10 @@ def links_for(session: Session, items: Sequence[InboxItem]) -> dict[int, str | N
     return out
 
 
+#: A message left in a public board's 意见箱 (`states.board.messages.NOTICE_KIND`).
+BOARD_MESSAGE = "board_message"
+
+
 def link_path(item: InboxItem, bulletin_id: int | None, payload: Any) -> str | None:
     """The local page of one notice: its approval, bulletin, run or campaign."""
     if item.kind in REQUEST_KINDS and item.request_id and item.resolved_at is None:
@@ -306,6 +310,8 @@ def link_path(item: InboxItem, bulletin_id: int | None, payload: Any) -> str | N
     page = payload.get("page") if isinstance(payload, dict) else None
     if isinstance(page, str) and page.startswith("/"):
         return page  # a finding's or a 通报's own page
+    if item.kind == BOARD_MESSAGE and item.run_id:
+        return f"/runs/{item.run_id}/board#messages"  # the 意见箱 list beside the board
     if item.run_id:
         return f"/runs/{item.run_id}"
     campaign = payload.get("campaign_id") if isinstance(payload, dict) else None

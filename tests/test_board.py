@@ -245,6 +245,8 @@ def test_messages_are_escaped_refused_or_cleaned_and_reach_both_inboxes(world: W
         users = {n.user_id for n in notices}
     expected = {w.actors[u].user_id for u in ("sec_s1", "dual", "com_g1")}
     assert users == expected  # the branch's and its parent's people, no one else
+    notice = w.get("com_g1", "/api/v1/notifications", params={"kind": "board_message"}).json()
+    assert notice["items"][0]["link"] == f"/runs/{w.runs['S1']}/board#messages"
     staff = web_user(w.client.app, "com_g1").get(f"/runs/{w.runs['S1']}/board")
     assert staff.status_code == 200
     assert (

@@ -25,6 +25,7 @@ from states.models import Attachment, AuditEvent, Evidence, EvidenceLink, Organi
 from states.timeutil import to_local, utcnow
 from tests.api_world import World
 from tests.browser import web_user
+from workflows import jobs
 
 INJECTIONS = ['=HYPERLINK("http://evil.example","点我")', "+1+1", "-2+3", "@SUM(A1)"]
 
@@ -280,6 +281,28 @@ def test_an_expired_download_is_410_and_its_file_is_deleted(world: World) -> Non
     assert gone.status_code == 410 and "已过期" in gone.text
     assert not file.exists()
     assert w.client.get("/d/forged.token").status_code == 404
+
+
+def test_the_deadline_sweep_deletes_expired_downloads_nobody_opened(world: World) -> None:
+    from states.config import data_dir
+
+    w = world
+    resp = w.post("com_h1", f"/api/v1/campaigns/{w.campaign_id}/ledger", json={})
+    job = _wait(w, "com_h1", resp.json()["id"])
+    with Session(w.engine) as s:
+        row = s.get(Job, job["id"])
+        assert row is not None and row.file_path
+        file = data_dir() / row.file_path
+        assert file.is_file()
+    report = jobs.sweep(w.engine, "deadline_sweep", utcnow())
+    assert file.is_file() and "export_files_removed" not in report.counts  # not yet expired
+    with Session(w.engine) as s:
+        s.execute(update(Job).values(expires_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+    report = jobs.sweep(w.engine, "deadline_sweep", utcnow())
+    assert report.counts["export_files_removed"] == 1 and not file.exists()
+    with Session(w.engine) as s:
+        assert s.get(Job, job["id"]).file_path is None  # type: ignore[union-attr]
 
 
 def test_a_job_whose_process_stopped_is_marked_failed(world: World) -> None:

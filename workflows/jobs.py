@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from states import bulletins, timers
 from states.db import read_session, unit_of_work
+from states.jobs import service as export_jobs
 from states.supervision.sweep import sweep as findings_sweep
 from states.survey.service import close_due
 from states.timers import Plan, Window
@@ -113,7 +114,19 @@ def sweep(
         report.counts[SURVEYS_CLOSED] = closed
     if job == "deadline_sweep":
         report.counts.update(sweep_findings(engine, as_of))
+        if removed := sweep_exports(engine):
+            report.counts[EXPORTS_REMOVED] = removed
     return report
+
+
+EXPORTS_REMOVED = "export_files_removed"
+
+
+def sweep_exports(engine: Engine) -> int:
+    """Delete the files of expired 台账 downloads and fail export jobs that stopped reporting
+    (part of the deadline sweep; on the wall clock, whatever the sweep's `as_of`)."""
+    with unit_of_work(engine) as session:
+        return export_jobs.sweep(session)
 
 
 SURVEYS_CLOSED = "survey_closed"

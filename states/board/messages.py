@@ -36,7 +36,7 @@ MAX_CONTACT = 100
 #: Posts one address may make in one hour (over every board).
 HOURLY_LIMIT = 20
 SLOT_SECONDS = 3600
-NOTICE_KIND = "board_message"
+NOTICE_KIND = inbox.BOARD_MESSAGE
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 EXCERPT = 200
 
