@@ -10,7 +10,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, func, literal, or_, union_all
+from sqlalchemy import String, bindparam, cast, func, insert, literal, or_, union_all
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
@@ -148,6 +148,22 @@ def cas(session: Session, ctx: RunContext, **values: Any) -> None:
     w.run_values = {**(w.run_values or {}), **values}
     for key, value in values.items():
         set_committed_value(ctx.run, key, value)
+
+
+@cache
+def _request_insert(keys: tuple[str, ...]) -> Any:
+    t = Request.__table__  # type: ignore[attr-defined]
+    values = {k: bindparam(k, type_=t.c[k].type) for k in keys}
+    return insert(t).values(**values).returning(t.c.id)
+
+
+def insert_request(session: Session, values: dict[str, Any]) -> int:
+    """Insert a request (a Core statement built once per set of columns); its id."""
+    stmt = _request_insert(tuple(sorted(values)))
+    try:
+        return int(session.connection().execute(stmt, values).scalar_one())
+    except IntegrityError as exc:
+        raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
 
 
 def flush(session: Session) -> None:

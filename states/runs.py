@@ -40,6 +40,7 @@ from states.run_core import (
     RunContext,
     checklist,
     history,
+    insert_request,
     load_run,
     resolve_chain,
 )
@@ -50,7 +51,6 @@ from states.run_core import decide as _decide
 from states.run_core import decided_before as _decided_before
 from states.run_core import facts as _facts
 from states.run_core import finish as _finish
-from states.run_core import flush as _flush
 from states.run_core import load_request as _load_request_ctx
 from states.run_core import log as _log
 from states.run_core import notify as _notify
@@ -109,23 +109,23 @@ def _open_request(
     """Insert a pending request at the first step of its approval chain."""
     chain = resolve_chain(session, ctx, kind)
     now = now or utcnow()
-    req = Request(
-        created_at=now,
-        submitted_at=now,
-        run_id=ctx.run.id or 0,
-        kind=kind,
-        from_stage=ctx.run.stage,
-        to_stage=to_stage,
-        chain=chain,
-        current_approver_org_id=chain[0],
-        requested_by=actor.user_id,
-        on_behalf=on_behalf,
-        comment=comment,
-        requested_deadline=requested_deadline,
-    )
-    session.add(req)
-    _flush(session)
-    return req
+    values: dict[str, Any] = {
+        "created_at": now,
+        "submitted_at": now,
+        "run_id": ctx.run.id or 0,
+        "kind": kind,
+        "from_stage": ctx.run.stage,
+        "to_stage": to_stage,
+        "status": RequestStatus.PENDING,
+        "chain": chain,
+        "step": 0,
+        "current_approver_org_id": chain[0],
+        "requested_by": actor.user_id,
+        "on_behalf": on_behalf,
+        "comment": comment,
+        "requested_deadline": requested_deadline,
+    }
+    return Request(id=insert_request(session, values), **values)
 
 
 def request_advance(
