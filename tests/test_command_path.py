@@ -21,9 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, event, func, text
+from sqlalchemy import event, func
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
 from states import audit, inbox, runs
@@ -32,6 +31,7 @@ from states.models import AuditEvent, Decision, InboxItem, OutboxMessage, Reques
 from tests.api_world import MEETING as API_MEETING
 from tests.api_world import build_world
 from tests.factories import MEETING
+from tests.pgkill import terminate
 from tests.test_runs import World
 
 #: Ceilings per command and backend (statements sent by the driver in its transaction).
@@ -148,21 +148,6 @@ def test_a_granted_extension_resolves_the_runs_escalations(engine: Engine) -> No
 # --- a connection the database server drops ----------------------------------------------------
 
 
-def _terminate(url: str, pids: list[int] | None = None) -> None:
-    """pg_terminate_backend: the given backends, or every other one of this database."""
-    admin = create_engine(url, poolclass=NullPool)
-    where = "pid = ANY(:pids)" if pids else "datname = current_database()"
-    with admin.connect() as conn:
-        conn.execute(
-            text(
-                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {where}"
-                " AND pid <> pg_backend_pid()"
-            ),
-            {"pids": pids} if pids else {},
-        )
-    admin.dispose()
-
-
 def _kill_on_write(engine: Engine, url: str, times: int) -> list[int]:
     """Terminate the backend of the next `times` command writes just before they are sent."""
     killed: list[int] = []
@@ -171,7 +156,7 @@ def _kill_on_write(engine: Engine, url: str, times: int) -> list[int]:
         if statement.startswith("WITH w_") and len(killed) < times:
             pid = conn.connection.dbapi_connection.info.backend_pid
             killed.append(pid)
-            _terminate(url, [pid])
+            terminate(url, [pid])
 
     event.listen(engine, "before_cursor_execute", _before)
     return killed
@@ -199,7 +184,7 @@ def test_idle_connections_dropped_by_the_server_are_replaced(engine: Engine, db_
     w = build_world(engine)
     run = w.runs["S1"]
     assert w.post("sec_s1", f"/api/v1/runs/{run}/evidence", json=_meeting()).status_code == 201
-    _terminate(db_url)  # every pooled connection of the app dies while idle
+    terminate(db_url)  # every pooled connection of the app dies while idle
     r = w.post("sec_s1", f"/api/v1/runs/{run}/requests", json={})
     assert r.status_code == 201, r.text
     with Session(engine) as s:

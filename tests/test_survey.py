@@ -18,6 +18,7 @@ from states.survey.models import Survey, SurveyAnswer, SurveyCode, SurveyHit
 from states.survey.results import public_summary
 from states.timeutil import utcnow
 from tests.api_world import World, build_world
+from tests.pgkill import terminate
 from workflows import jobs
 
 FIVE = {f"q_{i}": "满意" for i in range(1, 7)}  # overall + five headings of 创先争优
@@ -349,3 +350,17 @@ def _one_statement_each(w: World) -> None:
     writes = [sql for sql in statements if "survey_hit" in sql]
     assert len(writes) == 3 and len(statements) == 4, statements
     assert count(w, SurveyAnswer) == 3
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_post_on_a_connection_the_server_dropped_is_answered(world: World, db_url: str) -> None:
+    """The server knows the survey and holds idle pooled connections; the database drops them
+    all; the next answer is still taken, once (the one statement runs again on a fresh one)."""
+    w = world
+    form = path_of(open_one(w, to_appraise(w), codes=0)["open_url"])
+    assert answer(w, form).status_code == 200
+    terminate(db_url)
+    w.client.cookies.clear()
+    done = answer(w, form)
+    assert done.status_code == 200, done.text
+    assert count(w, SurveyAnswer) == 2 and count(w, Evidence) == 2

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from api.clientaddr import client_address
 from api.security import public
 from api.web.session import templates
-from states.db import read_session, unit_of_work
+from states.db import read_session, retry_dead_connection, unit_of_work
 from states.errors import InvalidInput
 from states.public_links import nonce_of, token_for
 from states.survey import answers as answering
@@ -195,7 +195,7 @@ def _fast_answer(
     engine = request.app.state.engine
     if engine.dialect.name != "postgresql":
         return None, None
-    target = fast.targets.get(engine, nonce)
+    target = retry_dead_connection(lambda: fast.targets.get(engine, nonce))
     if target is None:
         return None, None
     checked = _checked(target, fields)
@@ -203,8 +203,9 @@ def _fast_answer(
         return target, None
     code = fields.get("code")
     try:
-        receipt = fast.answer(
-            engine, target, checked, address=client_address(request), code=code, device=device
+        address = client_address(request)
+        receipt = retry_dead_connection(  # a dropped pooled connection: once more on a fresh one
+            lambda: fast.answer(engine, target, checked, address=address, code=code, device=device)
         )
     except Refused as exc:
         return target, exc

@@ -17,6 +17,10 @@ process (`targets`); whether it is open is decided inside the statement, every t
 
 `answer` returns the receipt, or raises `Refused` (409/422/429) with the hit committed; it
 returns None when the survey is closed or unknown, and the caller takes the ordinary path.
+The caller sends it once more on a fresh connection when the database dropped the pooled one
+before the statement ran (`states.db.retry_dead_connection`); if the connection died while the
+statement ran and it had committed, the repeat finds the code (or the device) used and answers
+409: nothing is written twice.
 """
 
 from __future__ import annotations
