@@ -241,7 +241,7 @@ def facts(session: Session, ctx: RunContext) -> RunFacts:
     params = {"run_id": ctx.run.id, "stage": ctx.run.stage, "org_id": ctx.org.id}
     counts: dict[tuple[str, str | None], int] = {}
     members: list[tuple[str, int]] = []
-    for part, a, b, n in session.execute(_facts_query(), params).all():
+    for part, a, b, n in session.connection().execute(_facts_query(), params).all():
         if part == "e":
             counts[(a, b)] = int(n)
         else:
