@@ -28,8 +28,7 @@ class RunModel:
         self.facts = facts
         self.unmet: list[RequirementStatus] = []
         self.state: str = ""
-        # No methods here: the machine binds `trigger` in add_model, and a model method with
-        # a trigger's name would silently stop it from binding.
+        # No methods here: `fire` runs the machine's events on this plain object.
 
 
 def _guard(stage: Stage) -> Any:
@@ -104,12 +103,11 @@ def fire(tpl: Template, state: str, trigger: str, facts: RunFacts | None = None)
             details={"stage": state, "action": trigger},
         )
     model = RunModel(facts)
-    machine.add_model(model, initial=state)
-    try:
-        moved = cast(Any, model).trigger(trigger)
-        return Outcome(model.state, bool(moved), list(model.unmet))
-    finally:
-        machine.remove_model(model)
+    model.state = state
+    # The event fires on the model directly: nothing is bound to it and the shared machine's
+    # model list is never touched (add_model binds every trigger of the template per call).
+    moved = machine.events[trigger].trigger(model)
+    return Outcome(model.state, bool(moved), list(model.unmet))
 
 
 def stage_label(tpl: Template, state: str) -> str:
