@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from api.security import Bearer
 from states import idempotency
 from states.db import read_session, retry_dead_connection, unit_of_work
 from states.queries import MAX_PAGE
@@ -88,21 +89,26 @@ def _json_body(value: Any) -> Any:
 
 def write(
     request: Request,
-    actor: Actor,
+    caller: Bearer | Actor,
     idem: Idem | None,
     status: int,
-    change: Callable[[Session], Any],
+    change: Callable[[Session, Actor], Any],
 ) -> JSONResponse:
     """Run `change` in one transaction and answer `status` with its JSON.
 
-    With an Idempotency-Key, the response is recorded in the same transaction as the change,
-    and a repeat with the same key and body gets the recorded response back.
+    A `Bearer` caller is resolved to its actor in that transaction, on its connection (a
+    route's `roles(...)` dependency hands over an `Actor` it has already checked). With an
+    Idempotency-Key, the key is claimed first (the actor resolved there); the response is
+    recorded in the same transaction as the change, and a repeat with the same key and body
+    gets the recorded response back.
     """
     engine = engine_of(request)
+    known = caller if isinstance(caller, Actor) else None
     if idem is not None:
         with unit_of_work(engine) as s:
+            known = known or cast(Bearer, caller).actor(s)
             replay = idempotency.claim(
-                s, user_id=actor.user_id, key=idem.key, fingerprint=idem.fingerprint
+                s, user_id=known.user_id, key=idem.key, fingerprint=idem.fingerprint
             )
         if replay is not None:
             return JSONResponse(
@@ -111,7 +117,8 @@ def write(
 
     def transaction() -> Any:
         with unit_of_work(engine) as s:
-            body = _json_body(change(s))
+            actor = known or cast(Bearer, caller).actor(s)
+            body = _json_body(change(s, actor))
             if idem is not None:
                 idempotency.complete(
                     s, user_id=actor.user_id, key=idem.key, status=status, body=body
@@ -121,9 +128,9 @@ def write(
     try:
         body = retry_dead_connection(transaction)
     except BaseException:
-        if idem is not None:
+        if idem is not None and known is not None:
             with unit_of_work(engine) as s:
-                idempotency.release(s, user_id=actor.user_id, key=idem.key)
+                idempotency.release(s, user_id=known.user_id, key=idem.key)
         raise
     return JSONResponse(body, status_code=status)
 

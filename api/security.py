@@ -8,10 +8,13 @@ an object out of reach looks exactly like one that does not exist (404).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
 
 from states.db import one_read, retry_dead_connection
 from states.errors import Forbidden, Unauthenticated
@@ -39,20 +42,30 @@ async def _public() -> None:  # async: no worker thread for public routes
 public = _declare(_public, PUBLIC)
 
 
-def _authenticated(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
-) -> Actor:
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("请先登录（缺少令牌）")
-    actor = retry_dead_connection(lambda: _actor(request, credentials.credentials))
+    return credentials.credentials
+
+
+def _admitted(actor: Actor | None, path: str) -> Actor:
+    """The token's actor, if it may call `path`: 401 for a dead token, 403 before the first
+    password change (except `PASSWORD_FIRST`)."""
     if actor is None:
         raise Unauthenticated("登录已失效，请重新登录")
-    if actor.must_change_password and request.url.path not in PASSWORD_FIRST:
+    if actor.must_change_password and path not in PASSWORD_FIRST:
         raise Forbidden(
             "请先修改初始密码（POST /api/v1/me/password）",
             details={"rule": "must_change_password"},
         )
     return actor
+
+
+def _authenticated(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> Actor:
+    token = _token(credentials)
+    return _admitted(retry_dead_connection(lambda: _actor(request, token)), request.url.path)
 
 
 def _actor(request: Request, token: str) -> Actor | None:
@@ -64,6 +77,30 @@ def _actor(request: Request, token: str) -> Actor | None:
 PASSWORD_FIRST = frozenset({"/api/v1/me", "/api/v1/me/password", "/api/v1/auth/logout"})
 
 authenticated = _declare(_authenticated, AUTHENTICATED)
+
+
+@dataclass(frozen=True)
+class Bearer:
+    """A state-changing call's token, resolved to its actor inside the call's own transaction
+    (`api.deps.write`): the token, the actor's grants and the change are read and written on
+    one connection, and the call costs one worker thread, not two."""
+
+    token: str
+    path: str
+
+    def actor(self, db: Session | Connection) -> Actor:
+        return _admitted(actor_for_token(db, self.token), self.path)
+
+
+async def _caller(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> Bearer:  # async: reads nothing, so no worker thread of its own
+    return Bearer(_token(credentials), request.url.path)
+
+
+#: For routes that change state through `api.deps.write`: a logged-in caller, checked in the
+#: change's transaction.
+caller = _declare(_caller, AUTHENTICATED)
 
 
 def roles(*allowed: Role) -> Callable[..., Actor]:

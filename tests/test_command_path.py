@@ -122,6 +122,35 @@ def test_statements_per_http_call(pg_engine: Engine) -> None:
     assert done.json()["decisions"][0]["decided_by"]["display_name"]
 
 
+def test_an_http_change_reads_its_token_in_its_own_transaction(pg_engine: Engine) -> None:
+    """The bearer token, the actor's grants and the change: one connection, one COMMIT."""
+    w = build_world(pg_engine)
+    seen: list[tuple[int, bool, str]] = []  # backend, autocommit, statement
+    commits: list[int] = []
+
+    def _statement(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        dbapi = conn.connection.dbapi_connection
+        seen.append((dbapi.info.backend_pid, dbapi.autocommit, statement[:300]))
+
+    def _commit(conn: Any) -> None:
+        commits.append(conn.connection.dbapi_connection.info.backend_pid)
+
+    with w.client:
+        run_id = w.runs["S1"]
+        w.post("sec_s1", f"/api/v1/runs/{run_id}/evidence", json=_meeting())
+        event.listen(pg_engine, "before_cursor_execute", _statement)
+        event.listen(pg_engine, "commit", _commit)
+        try:
+            made = w.post("sec_s1", f"/api/v1/runs/{run_id}/requests", json={})
+        finally:
+            event.remove(pg_engine, "before_cursor_execute", _statement)
+            event.remove(pg_engine, "commit", _commit)
+    assert made.status_code == 201, made.text
+    assert "api_token" in seen[0][2] and not any("api_token" in st for *_, st in seen[1:])
+    assert not any(autocommit for _, autocommit, _ in seen), seen
+    assert len({pid for pid, *_ in seen}) == 1 and commits == [seen[0][0]], (seen, commits)
+
+
 def test_a_granted_extension_resolves_the_runs_escalations(engine: Engine) -> None:
     """督办 notices of the run resolve with the grant; its reminders and other runs' stay."""
     with Session(engine, expire_on_commit=False) as session:

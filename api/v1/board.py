@@ -12,7 +12,7 @@ from sqlmodel import Session
 from api import schemas as S
 from api.deps import MAX_ID, Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
-from api.security import authenticated
+from api.security import Bearer, authenticated, caller
 from api.web.public_board import public_url
 from states import public_links
 from states.board import messages, service
@@ -94,19 +94,19 @@ def publish_board(
     run_id: IdPath,
     body: BoardIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """本支部书记或上级组织员发布。已有正在公示的公示栏时沿用原地址（已张贴的二维码继续有效），
     只更新姓名遮盖与截止日期；撤销后再发布则生成新地址。"""
 
-    def change(s: Session) -> BoardOut:
+    def change(s: Session, actor: Actor) -> BoardOut:
         p = service.publish(
             s, run_id=run_id, actor=actor, mask_names=body.mask_names, until=_until(body.until)
         )
         return _published(request, p)
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.delete(
@@ -118,16 +118,16 @@ def publish_board(
 def revoke_board(
     run_id: IdPath,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """撤销后，任何人打开原地址都得到 404；没有正在公示的公示栏时返回 404。"""
 
-    def change(s: Session) -> BoardOut:
+    def change(s: Session, actor: Actor) -> BoardOut:
         board = service.revoke(s, run_id=run_id, actor=actor)
         return _out(request, board, load_run(s, run_id, actor).org.name)
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.get(
@@ -164,13 +164,13 @@ def publish_campaign_boards(
     campaign_id: IdPath,
     body: CampaignBoardsIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """org_id 之下本活动的每个支部各发布一个公示（全部成功或全部不写入），返回各自的公开地址。
     须为该组织或其上级的组织员。"""
 
-    def change(s: Session) -> CampaignBoardsOut:
+    def change(s: Session, actor: Actor) -> CampaignBoardsOut:
         published = service.publish_campaign(
             s,
             campaign_id=campaign_id,
@@ -181,4 +181,4 @@ def publish_campaign_boards(
         )
         return CampaignBoardsOut(boards=[_published(request, p) for p in published])
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)

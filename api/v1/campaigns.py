@@ -116,7 +116,7 @@ def create_campaign(
     tpl = get_template(body.template)
     kinds = _kinds(body, tpl.participants)
 
-    def change(s: Session) -> S.CampaignOut:
+    def change(s: Session, actor: Actor) -> S.CampaignOut:
         root = visible_org(s, body.root_org_id, actor)
         campaign = launch_campaign(
             s,

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from api import schemas as S
 from api.deps import Idem, IdPath, idempotency_key, reader, write
 from api.errors import responses
-from api.security import authenticated
+from api.security import Bearer, authenticated, caller
 from states.evidence import corrections, queries
 from states.users import Actor
 
@@ -53,16 +53,16 @@ def void_evidence(
     evidence_id: IdPath,
     body: S.VoidIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """录入人或上级党组织委员可作废；作废后不再计入任何阶段的条件。用到它的阶段已结束时返回 409。"""
 
-    def change(s: Session) -> S.EvidenceDetail:
+    def change(s: Session, actor: Actor) -> S.EvidenceDetail:
         corrections.void(s, evidence_id=evidence_id, actor=actor, reason=body.reason)
         return detail(s, evidence_id, actor)
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.patch(
@@ -75,15 +75,15 @@ def amend_evidence(
     evidence_id: IdPath,
     body: S.AmendIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """给出更正后的完整内容（类型不变）；录入人或上级党组织委员可更正，用到它的阶段须仍在进行。"""
 
-    def change(s: Session) -> S.EvidenceDetail:
+    def change(s: Session, actor: Actor) -> S.EvidenceDetail:
         corrections.amend(
             s, evidence_id=evidence_id, actor=actor, data=body.data, reason=body.reason
         )
         return detail(s, evidence_id, actor)
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)

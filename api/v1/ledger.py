@@ -79,7 +79,7 @@ def start_committee_job(
     """Create the job (checked for reach and size) and start it unless this is a replay."""
     work: list[tuple[int, service.Work]] = []  # the last attempt's, if the write is retried
 
-    def change(s: Session) -> JobOut:
+    def change(s: Session, actor: Actor) -> JobOut:
         scope = exports.scope_for(s, campaign_id, body.org_id, actor)
         total = exports.check_size(s, scope, body.per_branch)
         params = {"campaign_id": campaign_id, "org_id": scope.org.id, "per_branch": body.per_branch}

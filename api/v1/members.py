@@ -153,7 +153,7 @@ def _import(
     with import_slot(), tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"roster{suffix}"
         copy_upload(file.file, path, SheetLimits.from_env().max_bytes + 1)
-        return write(request, actor, idem, 200, lambda s: _run(s, path, actor, org))
+        return write(request, actor, idem, 200, lambda s, me: _run(s, path, me, org))
 
 
 def _run(s: Session, path: Path, actor: Actor, org: Organisation) -> S.ImportOut:

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from api import schemas as S
 from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
-from api.security import authenticated
+from api.security import Bearer, authenticated, caller
 from states import inbox
 from states.models import InboxItem
 from states.users import Actor
@@ -73,15 +73,15 @@ def list_notifications(
 )
 def read_all(
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """把本人全部未读消息标为已读（一条语句），返回标记的条数。"""
 
-    def change(s: Session) -> S.ReadAllOut:
+    def change(s: Session, actor: Actor) -> S.ReadAllOut:
         return S.ReadAllOut(count=inbox.mark_all_read(s, user_id=actor.user_id))
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.post(
@@ -93,13 +93,13 @@ def read_all(
 def mark_read(
     notification_id: IdPath,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """只能标记本人的消息；重复标记保留第一次的时间。"""
 
-    def change(s: Session) -> S.NotificationOut:
+    def change(s: Session, actor: Actor) -> S.NotificationOut:
         item = inbox.mark_read(s, user_id=actor.user_id, item_id=notification_id)
         return _out(item, inbox.links_for(s, [item]).get(item.id or 0))
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)

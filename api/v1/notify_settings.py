@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from api import schemas as S
 from api.deps import Idem, IdPath, Page, engine_of, idempotency_key, page, reader, write
 from api.errors import responses
-from api.security import authenticated, roles
+from api.security import Bearer, authenticated, caller, roles
 from api.v1.orgs import visible_org
 from notifications import sandbox
 from notifications.render import (
@@ -178,7 +178,7 @@ def put_channels(
     不带 id 而类型与地址同已有渠道的即为该渠道。本机、内网、链路本地等地址返回 422
     （私有部署可由运维设置 DANGJIAN_OUTBOUND_ALLOW 放行）；同一类型与地址出现两次返回 422。"""
 
-    def change(s: Session) -> list[ChannelOut]:
+    def change(s: Session, actor: Actor) -> list[ChannelOut]:
         org = _manageable(s, org_id, actor)
         specs = [ns.ChannelSpec(**c.model_dump()) for c in body.channels]
         return [_channel_out(c) for c in ns.replace_channels(s, org, specs, actor_id=actor.user_id)]
@@ -272,7 +272,7 @@ async def put_template(
     await run_in_threadpool(_check_manageable, request, org_id, actor)
     preview = await _validated(event_kind, body.source)
 
-    def change(s: Session) -> TemplateOut:
+    def change(s: Session, actor: Actor) -> TemplateOut:
         org = _manageable(s, org_id, actor)
         ns.save_template(s, org, event_kind, body.source, actor_id=actor.user_id)
         return _template_out(s, org, event_kind, preview)
@@ -298,10 +298,10 @@ def get_prefs(actor: Actor = Depends(authenticated), s: Session = Depends(reader
     response_model=PrefsOut,
     responses=responses(401, 422),
 )
-def put_prefs(body: PrefsIn, request: Request, actor: Actor = Depends(authenticated)) -> object:
+def put_prefs(body: PrefsIn, request: Request, who: Bearer = Depends(caller)) -> object:
     """关闭 email 即退订电子邮件通知；address 设置接收通知的邮箱。"""
 
-    def change(s: Session) -> PrefsOut:
+    def change(s: Session, actor: Actor) -> PrefsOut:
         ns.set_opt_out(s, actor.user_id, "email", not body.email)
         user = s.get(User, actor.user_id)
         assert user is not None
@@ -311,7 +311,7 @@ def put_prefs(body: PrefsIn, request: Request, actor: Actor = Depends(authentica
             s.flush()
         return PrefsOut(email=body.email, address=user.email)
 
-    return write(request, actor, None, 200, change)
+    return write(request, who, None, 200, change)
 
 
 @router.get(

@@ -205,7 +205,7 @@ def _import(
     with import_slot():
         rows = read_upload(source, suffix)
 
-        def change(s: Session) -> S.ImportOut:
+        def change(s: Session, actor: Actor) -> S.ImportOut:
             errors = scope_errors(s, rows, actor.reaches)
             if errors:
                 raise InvalidInput(

@@ -8,7 +8,7 @@ from sqlmodel import Session
 from api import schemas as S
 from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
-from api.security import authenticated
+from api.security import Bearer, authenticated, caller
 from api.v1.convert import requests_out, run_brief
 from states import runs
 from states.campaigns import template_by_digest
@@ -80,16 +80,16 @@ def approve(
     request_id: IdPath,
     request: Request,
     body: S.ApproveIn | None = None,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """由当前审批组织的委员作出；多级审批时转到下一级。不能审批本人提交的或本人任书记的支部的申请。"""
     opinion = body.opinion if body else None
 
-    def change(s: Session) -> S.RequestOut:
+    def change(s: Session, actor: Actor) -> S.RequestOut:
         return _decided(s, runs.approve(s, request_id=request_id, actor=actor, opinion=opinion))
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.post(
@@ -102,18 +102,18 @@ def return_request(
     request_id: IdPath,
     body: S.ReturnIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """退回须填写意见；可同时把创建进度退回到此前某一阶段（to_stage）。"""
 
-    def change(s: Session) -> S.RequestOut:
+    def change(s: Session, actor: Actor) -> S.RequestOut:
         req = runs.return_request(
             s, request_id=request_id, actor=actor, reason=body.reason, to_stage=body.to_stage
         )
         return _decided(s, req)
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.post(
@@ -125,12 +125,12 @@ def return_request(
 def withdraw(
     request_id: IdPath,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """只有申请人本人可以撤回尚未审批完毕的申请。"""
 
-    def change(s: Session) -> S.RequestOut:
+    def change(s: Session, actor: Actor) -> S.RequestOut:
         return _decided(s, runs.withdraw(s, request_id=request_id, actor=actor))
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)

@@ -8,7 +8,7 @@ from sqlmodel import Session
 from api import schemas as S
 from api.deps import Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
-from api.security import authenticated
+from api.security import Bearer, authenticated, caller
 from api.v1.convert import campaign_brief, requests_out, run_brief, timeline, users_by_id
 from states import runs
 from states.evidence import queries as evidence_queries
@@ -71,12 +71,12 @@ def add_evidence(
     run_id: IdPath,
     body: S.EvidenceIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """按类型录入会议、承诺、活动、点评、群众评议、评定或文件材料；须为本组织书记、委员，或上级委员代办。"""
 
-    def change(s: Session) -> S.EvidenceOut:
+    def change(s: Session, actor: Actor) -> S.EvidenceOut:
         ev = records.record(
             s,
             run_id=run_id,
@@ -86,7 +86,7 @@ def add_evidence(
         )
         return _evidence_out(ev)
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)
 
 
 @router.post(
@@ -100,18 +100,18 @@ def add_evidence_batch(
     run_id: IdPath,
     body: S.EvidenceBatchIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """例如每名党员一条承诺，一次提交（至多 500 项）。任何一项有误则全部不写入，返回 422，
     details 逐项给出 item（从 0 起的序号）、field 与原因。"""
     items = [(i.kind, i.data.model_dump(mode="json", exclude_none=True)) for i in body.items]
 
-    def change(s: Session) -> S.EvidenceBatchOut:
+    def change(s: Session, actor: Actor) -> S.EvidenceBatchOut:
         evs = records.record_batch(s, run_id=run_id, actor=actor, items=items)
         return S.EvidenceBatchOut(ids=[e.id or 0 for e in evs])
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)
 
 
 @router.post(
@@ -125,17 +125,17 @@ def link_evidence(
     run_id: IdPath,
     body: S.EvidenceLinkIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """同一会议、承诺等只录一次，可用于多个活动的阶段。材料须属于本组织、未作废、类型为本阶段所收，
     且尚未用于本阶段（否则 409 并说明规则）。"""
 
-    def change(s: Session) -> S.EvidenceLinkOut:
+    def change(s: Session, actor: Actor) -> S.EvidenceLinkOut:
         row = records.link(s, run_id=run_id, actor=actor, evidence_id=body.evidence_id)
         return S.EvidenceLinkOut.model_validate(row, from_attributes=True)
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)
 
 
 @router.post(
@@ -148,16 +148,16 @@ def unlink_evidence(
     run_id: IdPath,
     body: S.EvidenceLinkIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """只影响本进度的当前阶段，记入历史；返回该材料。"""
 
-    def change(s: Session) -> S.EvidenceOut:
+    def change(s: Session, actor: Actor) -> S.EvidenceOut:
         ev = records.unlink(s, run_id=run_id, actor=actor, evidence_id=body.evidence_id)
         return _evidence_out(ev)
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.get(
@@ -205,17 +205,17 @@ def request_advance(
     run_id: IdPath,
     request: Request,
     body: S.AdvanceIn | None = None,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """条件满足时提交上级审批（201）；不满足时返回 409，details 列出每一条未满足的条件及原因。"""
     comment = body.comment if body else None
 
-    def change(s: Session) -> S.RequestOut:
+    def change(s: Session, actor: Actor) -> S.RequestOut:
         req = runs.request_advance(s, run_id=run_id, actor=actor, comment=comment)
         return requests_out(s, [req])[0]
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)
 
 
 @router.post(
@@ -229,18 +229,18 @@ def request_extension(
     run_id: IdPath,
     body: S.ExtensionIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """说明理由并给出新的截止时间；由上级审批，审批方式与推进申请相同。"""
 
-    def change(s: Session) -> S.RequestOut:
+    def change(s: Session, actor: Actor) -> S.RequestOut:
         req = runs.request_extension(
             s, run_id=run_id, actor=actor, new_deadline=body.new_deadline, reason=body.reason
         )
         return requests_out(s, [req])[0]
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)
 
 
 @router.post(
@@ -253,16 +253,16 @@ def send_back(
     run_id: IdPath,
     body: S.SendBackIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """上级党组织委员填写意见，把创建进度退回到此前某一阶段（同时退回待审批的申请）。"""
 
-    def change(s: Session) -> S.RunOut:
+    def change(s: Session, actor: Actor) -> S.RunOut:
         runs.send_back(s, run_id=run_id, actor=actor, to_stage=body.to_stage, reason=body.reason)
         return run_out(s, run_id, actor)
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.get(

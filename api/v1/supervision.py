@@ -12,7 +12,7 @@ from sqlmodel import Session
 from api import schemas as S
 from api.deps import MAX_ID, Idem, IdPath, Page, idempotency_key, page, reader, write
 from api.errors import responses
-from api.security import authenticated
+from api.security import Bearer, authenticated, caller
 from api.v1.bulletins import CircularOut, circular_out
 from states.models import Organisation
 from states.supervision import service
@@ -101,16 +101,16 @@ def run_finding(
     run_id: IdPath,
     body: FindingIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """本级或上级督导提出；通知支部书记和委员，到期前提醒，逾期逐级督办。"""
 
-    def change(s: Session) -> FindingOut:
+    def change(s: Session, actor: Actor) -> FindingOut:
         f = service.add_finding(s, actor, text=body.text, due=body.due, run_id=run_id)
         return _added(s, f)
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)
 
 
 @router.post(
@@ -124,14 +124,14 @@ def org_finding(
     org_id: IdPath,
     body: FindingIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    def change(s: Session) -> FindingOut:
+    def change(s: Session, actor: Actor) -> FindingOut:
         f = service.add_finding(s, actor, text=body.text, due=body.due, org_id=org_id)
         return _added(s, f)
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)
 
 
 @router.get(
@@ -175,15 +175,15 @@ def respond(
     finding_id: IdPath,
     body: ResponseIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """被督导组织的书记或委员回复；通知提出意见的督导。已办结的不能回复（409）。"""
 
-    def change(s: Session) -> FindingOut:
+    def change(s: Session, actor: Actor) -> FindingOut:
         return _added(s, service.respond(s, actor, finding_id, body.text))
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.post(
@@ -195,13 +195,13 @@ def respond(
 def close(
     finding_id: IdPath,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
-    def change(s: Session) -> FindingOut:
+    def change(s: Session, actor: Actor) -> FindingOut:
         return _added(s, service.close(s, actor, finding_id))
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 @router.post(
@@ -215,17 +215,17 @@ def issue_notice(
     org_id: IdPath,
     body: CircularIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """本级或上级督导发布。所列每个单位须在本组织之下且在发布者管辖范围内，否则 404、不发送。
     通报送达本组织之下各级书记、委员的消息中心与各组织的群机器人，并进入存档。"""
 
-    def change(s: Session) -> CircularOut:
+    def change(s: Session, actor: Actor) -> CircularOut:
         items = [service.NamedItem(o.org_id, o.reason) for o in body.orgs]
         c = service.issue_circular(
             s, actor, org_id=org_id, title=body.title, text=body.text, items=items
         )
         return circular_out(*service.get_circular(s, actor, c.id or 0))
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from api import schemas as S
 from api.deps import Idem, IdPath, idempotency_key, reader, write
 from api.errors import responses
-from api.security import authenticated
+from api.security import Bearer, authenticated, caller
 from states.db import unit_of_work
 from states.public_links import token_for
 from states.run_core import load_run
@@ -146,13 +146,13 @@ def open_survey(
     run_id: IdPath,
     body: SurveyIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """须为本支部书记或上级党委委员；当前阶段须计入群众评议表，且没有进行中的问卷（否则 409）。
     编码 1–500 张（只开公开链接时可为 0）。编码在第一次领取时生成，只给发起人一次。"""
 
-    def change(s: Session) -> SurveyOpened:
+    def change(s: Session, actor: Actor) -> SurveyOpened:
         survey = service.open_survey(
             s, run_id=run_id, actor=actor, codes=body.codes, open_link=body.open_link
         )
@@ -165,7 +165,7 @@ def open_survey(
             codes_url=codes_url,
         )
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)
 
 
 @router.get(
@@ -196,16 +196,16 @@ def survey_results(
 def close_survey(
     survey_id: IdPath,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """须为本支部书记或上级党委委员。结束后不再接受作答，并删除为限流保存的网络地址摘要。"""
 
-    def change(s: Session) -> SurveyOut:
+    def change(s: Session, actor: Actor) -> SurveyOut:
         survey = service.close_survey(s, survey_id=survey_id, actor=actor)
         return _survey_out(request, survey, results(s, survey))
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)
 
 
 def _reveal(request: Request, survey_id: int, actor: Actor) -> tuple[Survey, list[str], str]:
@@ -265,12 +265,12 @@ def enter_paper(
     survey_id: IdPath,
     body: PaperIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """须为本支部书记或上级党委委员；问卷结束后 409。各题与网上问卷相同（q_1 为总体评价）。"""
 
-    def change(s: Session) -> PaperOut:
+    def change(s: Session, actor: Actor) -> PaperOut:
         survey, _ = service.load_survey(s, survey_id, actor)
         fields = {**body.answers, "comment": body.comment or ""}
         answer = check_answer(survey.questions, fields)
@@ -279,7 +279,7 @@ def enter_paper(
         )
         return PaperOut(answer_id=answer_id, receipt=receipt)
 
-    return write(request, actor, idem, 201, change)
+    return write(request, who, idem, 201, change)
 
 
 @router.post(
@@ -292,12 +292,12 @@ def hide_comment(
     answer_id: IdPath,
     body: HideIn,
     request: Request,
-    actor: Actor = Depends(authenticated),
+    who: Bearer = Depends(caller),
     idem: Idem | None = Depends(idempotency_key),
 ) -> object:
     """须为本支部书记或上级党委委员。隐藏后公开页面不再显示该意见，只显示隐藏条数。"""
 
-    def change(s: Session) -> CommentOut:
+    def change(s: Session, actor: Actor) -> CommentOut:
         row = service.hide_comment(s, answer_id=answer_id, actor=actor, reason=body.reason)
         at: datetime = row.created_at
         return CommentOut(
@@ -308,4 +308,4 @@ def hide_comment(
             hidden_reason=row.comment_hidden_reason,
         )
 
-    return write(request, actor, idem, 200, change)
+    return write(request, who, idem, 200, change)

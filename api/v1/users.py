@@ -152,7 +152,7 @@ def add_grant(
     """授予用户在某组织的角色。用户须在本人管辖范围内持有授权，组织须在管辖范围内（否则 404）；
     组织员不能授予管理员角色（403）；已有同一授权返回 409（规则 already_granted）。"""
 
-    def change(s: Session) -> GrantOut:
+    def change(s: Session, actor: Actor) -> GrantOut:
         user = user_admin.visible_user(s, actor, user_id)
         org = user_admin.visible_org(s, actor, body.org_id)
         return grant_out(user_admin.add_grant(s, actor, user, org, body.role), org)
@@ -175,7 +175,7 @@ def revoke_grant(
     """撤销一项授权并返回被撤销的授权。组织员不能撤销管理员角色（403）；不能撤销自己的授权（409，规则
     own_grant）；不在管辖范围内的授权返回 404。"""
 
-    def change(s: Session) -> GrantOut:
+    def change(s: Session, actor: Actor) -> GrantOut:
         grant, org = user_admin.revoke(s, actor, grant_id)
         return grant_out(grant, org)
 
