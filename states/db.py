@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import event
@@ -60,12 +60,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def get_engine(url: str | None = None) -> Engine:
     """Return the process-wide engine for `url` (default: the configured database)."""
-    return _cached_engine(url or database_url())
+    url = url or database_url()
+    engine = _ENGINES.get(url)
+    if engine is None:
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(url) or _ENGINES.setdefault(url, make_engine(url))
+    return engine
 
 
-@lru_cache(maxsize=8)
-def _cached_engine(url: str) -> Engine:
-    return make_engine(url)
+#: The process-wide engines by URL (`get_engine`).
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def dispose_engines() -> None:
+    """Close the idle pooled connections of the process-wide engines (`get_engine`); they
+    connect afresh on next use. For after the database server dropped every connection."""
+    for engine in list(_ENGINES.values()):
+        engine.dispose()
 
 
 def read_only(engine: Engine) -> Engine:
