@@ -8,7 +8,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -227,6 +227,27 @@ def make_actor(session: Session, username: str, code: str, role: Role) -> Actor:
 
 
 # --- machine facts ---------------------------------------------------------------------------
+
+
+def copy_rows(
+    engine: Engine, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """COPY rows with explicit ids into `table`, then move its id sequence past them."""
+    raw = engine.raw_connection()
+    try:
+        pg = raw.driver_connection
+        assert pg is not None
+        with pg.cursor() as cur:
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"
+            )
+        raw.commit()
+    finally:
+        raw.close()
 
 
 def machine(engine: Engine | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
-from bench.common import ORG_COLUMNS, PG_ADMIN_URL, pg_url
+from bench.common import ORG_COLUMNS, PG_ADMIN_URL, copy_rows, pg_url
 from bench.http_cycle.constants import MEETING, ROOT, TEMPLATE
 from states.audit import GENESIS, event_hash
 from states.campaigns import launch_campaign
@@ -51,27 +51,6 @@ def drop_db(name: str) -> None:
 def conninfo(url: str) -> str:
     u = make_url(url)
     return f"host={u.host} port={u.port or 5432} user={u.username} dbname={u.database}"
-
-
-def copy_rows(
-    engine: Engine, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
-) -> None:
-    """COPY rows with explicit ids into `table`, then move its id sequence past them."""
-    raw = engine.raw_connection()
-    try:
-        pg = raw.driver_connection
-        assert pg is not None
-        with pg.cursor() as cur:
-            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
-                for row in rows:
-                    cp.write_row(row)
-            cur.execute(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                f"(SELECT max(id) FROM {table}))"
-            )
-        raw.commit()
-    finally:
-        raw.close()
 
 
 @dataclass(frozen=True)

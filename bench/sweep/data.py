@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bench.common import TreeShape, build_tree, checkpoint, note
+from bench.common import TreeShape, build_tree, checkpoint, copy_rows, note
 from bench.sweep.constants import (
     AS_OF,
     FUTURE_DAYS,
@@ -83,26 +83,6 @@ def insert_campaign(engine: Engine, launched_at: datetime) -> int:
         return campaign.id or 0
 
 
-def _copy(
-    engine: Engine, table: str, columns: Sequence[str], rows: Iterator[Sequence[Any]]
-) -> None:
-    raw = engine.raw_connection()
-    try:
-        pg = raw.driver_connection
-        assert pg is not None
-        with pg.cursor() as cur:
-            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
-                for row in rows:
-                    cp.write_row(row)
-            cur.execute(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                f"(SELECT max(id) FROM {table}))"
-            )
-        raw.commit()
-    finally:
-        raw.close()
-
-
 def build(engine: Engine, total: int, as_of: datetime = AS_OF) -> World:
     """Load the tree, the campaign and `total` runs (none due yet) into a migrated database."""
     today = local_date(as_of)
@@ -143,7 +123,7 @@ def build(engine: Engine, total: int, as_of: datetime = AS_OF) -> World:
             if i % 250_000 == 0:
                 note(f"  {i:,} runs")
 
-    _copy(engine, "run", RUN_COLUMNS, rows())
+    copy_rows(engine, "run", RUN_COLUMNS, rows())
     note(f"loading {total:,} fired timers of the past (COPY)")
     past_due = end_of_local_day(local_date(launched) + timedelta(days=5))
     past_as_of = launched + timedelta(days=2)
@@ -165,7 +145,7 @@ def build(engine: Engine, total: int, as_of: datetime = AS_OF) -> World:
                 past_as_of,
             )
 
-    _copy(engine, "timer_fired", TIMER_COLUMNS, history())
+    copy_rows(engine, "timer_fired", TIMER_COLUMNS, history())
     with engine.begin() as conn:
         conn.execute(
             text("UPDATE campaign SET run_count = :n WHERE id = :id"),
