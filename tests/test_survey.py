@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from states.models import AuditEvent, Evidence, EvidenceLink, Run
@@ -364,3 +365,20 @@ def test_a_post_on_a_connection_the_server_dropped_is_answered(world: World, db_
     done = answer(w, form)
     assert done.status_code == 200, done.text
     assert count(w, SurveyAnswer) == 2 and count(w, Evidence) == 2
+
+
+def test_a_database_outage_on_the_public_form_is_a_plain_503_page(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = world
+    form = path_of(open_one(w, to_appraise(w), codes=0)["open_url"])
+
+    def down(*_args: Any, **_kw: Any) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr("states.survey.answers.load_target", down)
+    page = w.client.get(form)
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert "服务暂时不可用" in page.text and "<link" not in page.text
+    api = w.get("sec_s1", "/api/v1/me")
+    assert api.status_code == 200  # the JSON API keeps its own error bodies

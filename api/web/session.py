@@ -47,6 +47,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import OperationalError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -534,6 +535,13 @@ def install(app: FastAPI) -> None:
             return not_found(request)
         return error_page(request, 405, "无法访问", "该页面不支持这种访问方式。")
 
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError) -> Response:
+        if not is_page(request):
+            return await delegate(OperationalError, request, exc)
+        log.warning("database unavailable on a page: %s", exc.orig)
+        return HTMLResponse(_PLAIN_503, status_code=503, headers={"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         if not is_page(request):
@@ -541,6 +549,15 @@ def install(app: FastAPI) -> None:
         log.exception("unexpected error on a page", exc_info=exc)
         return HTMLResponse(_PLAIN_500, status_code=500)
 
+
+#: Without styles or links that need the server: the public pages' visitors see it too.
+_PLAIN_503 = """<!doctype html><html lang="zh-CN"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>服务暂时不可用</title>
+<main style="max-width:32rem;margin:3rem auto;padding:0 1rem;font-family:sans-serif;line-height:1.6">
+<h1 style="font-size:1.3rem">服务暂时不可用</h1>
+<p>系统正在恢复，请稍等片刻：刷新本页，或返回上一页重新提交。</p></main>
+</html>"""
 
 _PLAIN_500 = """<!doctype html><html lang="zh-CN"><meta charset="utf-8">
 <title>服务器内部错误</title><link rel="stylesheet" href="/static/app.css">
