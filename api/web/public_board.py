@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from api.clientaddr import client_address
 from api.security import public
+from api.web import public_docs as docs
 from api.web import session as web
 from states.board import messages, service
 from states.board.content import board_content
@@ -33,7 +34,7 @@ from states.errors import InvalidInput, NotFound, RateLimited
 from states.public_links import nonce_of
 from states.survey.results import CHANNEL_LABELS, percent
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(tags=[docs.TAG])
 #: The largest 意见箱 post read: 2,000 CJK characters percent-encoded are 18,000 bytes.
 MAX_FORM = 24 * 1024
 HEADERS = {
@@ -125,7 +126,12 @@ def _board_page(
     return _page(request, "public_board.html", context, status_code=status_code)
 
 
-@router.get("/b/{token}")
+@router.get(
+    "/b/{token}",
+    summary="公示栏（扫码打开）",
+    response_class=HTMLResponse,
+    responses=docs.page_responses(200, 404, 410, 503),
+)
 def board_page(token: str, request: Request, _: None = Depends(public)) -> Response:
     if nonce_of("board", token) is None:
         return _missing(request)  # before any query
@@ -188,7 +194,19 @@ def _accept(request: Request, token: str, address: str, form: dict[str, str]) ->
     return web.redirect(f"/b/{token}?sent=1#box")
 
 
-@router.post("/b/{token}")
+@router.post(
+    "/b/{token}",
+    summary="意见箱留言",
+    status_code=303,
+    response_class=HTMLResponse,
+    responses=docs.page_responses(404, 413, 422, 429, 503),
+    openapi_extra=docs.form_body(
+        {
+            "message": {"type": "string", "maxLength": messages.MAX_MESSAGE},
+            "contact": {"type": "string", "maxLength": messages.MAX_CONTACT},
+        }
+    ),
+)
 async def leave_message(token: str, request: Request, _: None = Depends(public)) -> Response:
     if nonce_of("board", token) is None:
         return _missing(request)  # before any query, before reading the body

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.clientaddr import client_address
 from api.security import public
+from api.web import public_docs as docs
 from api.web.session import templates
 from states.db import read_session, retry_dead_connection, unit_of_work
 from states.errors import InvalidInput
@@ -35,7 +36,7 @@ from states.survey.models import Survey
 from states.survey.results import CHANNEL_LABELS, RATINGS, percent, survey_summary
 from states.timeutil import format_local
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(public)])
+router = APIRouter(tags=[docs.TAG], dependencies=[Depends(public)])
 
 DEVICE_COOKIE = "dj_device"
 DEVICE_MAX_AGE = 400 * 24 * 3600
@@ -129,7 +130,12 @@ def _set_device(request: Request, response: HTMLResponse, cookie: str) -> None:
     )
 
 
-@router.get("/s/{token}")
+@router.get(
+    "/s/{token}",
+    summary="群众评议问卷（扫码打开）",
+    response_class=HTMLResponse,
+    responses=docs.page_responses(200, 404, 410, 503),
+)
 def survey_form(token: str, request: Request) -> HTMLResponse:
     target = _target(request, token)
     if target is None:
@@ -156,8 +162,22 @@ async def _read_form(request: Request) -> dict[str, str] | None:
     return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items() if v}
 
 
-@router.post("/s/{token}")
+@router.post(
+    "/s/{token}",
+    summary="提交评议（一次性编码或公开链接）",
+    response_class=HTMLResponse,
+    responses=docs.page_responses(200, 404, 409, 410, 413, 422, 429, 503),
+    openapi_extra=docs.form_body(
+        {
+            "code": {"type": "string", "description": "评议卡上的一次性编码（公开链接可不填）"},
+            "comment": {"type": "string", "maxLength": MAX_COMMENT, "description": "意见建议"},
+        },
+        {"^q_[0-9]+$": {"type": "string", "enum": ["满意", "基本满意", "不满意"]}},
+    ),
+)
 async def survey_answer(token: str, request: Request) -> HTMLResponse:
+    """表单字段：每题一项 `q_1`、`q_2`……（满意 / 基本满意 / 不满意），可选 `comment`；用评议卡
+    时另带 `code`。成功返回带回执码的页面。"""
     fields = await _read_form(request)
     if fields is None:
         return _page(
@@ -260,7 +280,12 @@ def _refused(
     return response
 
 
-@router.get("/s/{token}/check")
+@router.get(
+    "/s/{token}/check",
+    summary="用回执码查询评议是否计入",
+    response_class=HTMLResponse,
+    responses=docs.page_responses(200, 404, 503),
+)
 def check_receipt(token: str, request: Request) -> HTMLResponse:
     target = _target(request, token)
     if target is None:
