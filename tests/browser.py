@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,6 +172,32 @@ def page(browser: Browser) -> Iterator[Page]:
         yield pg
     finally:
         context.close()
+
+
+@contextmanager
+def phone_page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context (own cookies: one device) and page on a 375-px phone."""
+    context = browser.new_context(
+        viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai", is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(10_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def phone(browser: Browser) -> Iterator[Page]:
+    """`phone_page` as a fixture."""
+    with phone_page(browser) as pg:
+        yield pg
+
+
+def no_sideways_scroll(page: Page) -> None:
+    """The page is no wider than its window (nothing to scroll sideways)."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.evaluate("window.innerWidth"), (page.url, width)
 
 
 def login(page: Page, base_url: str, username: str, password: str = PASSWORD) -> None:

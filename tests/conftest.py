@@ -24,7 +24,7 @@ from sqlmodel import Session
 from states.db import make_engine
 from states.migrate import upgrade
 from tests import pgcluster
-from tests.browser import browser, live_world, page  # noqa: F401  (shared browser fixtures)
+from tests.browser import browser, live_world, page, phone  # noqa: F401  (shared browser fixtures)
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -4,17 +4,12 @@ returns both with that opinion after the confirmation step, and reads one result
 
 from __future__ import annotations
 
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser
 from sqlmodel import Session
 
 from states.models import Request
-from tests.browser import PHONE, LiveWorld, login, shot
+from tests.browser import PHONE, LiveWorld, login, no_sideways_scroll, shot
 from tests.test_batch_approvals import _ask
-
-
-def _no_horizontal_scroll(p: Page) -> None:
-    width = p.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], (p.url, width)
 
 
 def test_a_batch_return_with_a_stock_opinion_on_a_phone(
@@ -30,7 +25,7 @@ def test_a_batch_return_with_a_stock_opinion_on_a_phone(
         p = context.new_page()
         login(p, live_world.base_url, "com_g1")
         p.goto(live_world.url("/approvals"))
-        _no_horizontal_scroll(p)
+        no_sideways_scroll(p)
         # Keep a stock opinion (常用意见) for the committee.
         p.click("#stock summary")
         p.fill("#stock-text", "会议记录不全，请补充")
@@ -48,7 +43,7 @@ def test_a_batch_return_with_a_stock_opinion_on_a_phone(
         assert "确认批量退回（2 个申请）" in (p.locator("h1").text_content() or "")
         assert p.locator(".batch-lines li").count() == 2
         assert "会议记录不全，请补充" in (p.locator(".confirm-rows").text_content() or "")
-        _no_horizontal_scroll(p)
+        no_sideways_scroll(p)
         shot(p, "batch-phone-confirm")
         with Session(w.engine) as s:
             assert {s.get_one(Request, r).status for r in (first, second)} == {"pending"}
@@ -60,7 +55,7 @@ def test_a_batch_return_with_a_stock_opinion_on_a_phone(
         assert results.count() == 2
         assert {r.get_attribute("data-ok") for r in results.all()} == {"yes"}
         assert "2 个已办理，0 个未办理" in (p.locator("#batch-results h2").text_content() or "")
-        _no_horizontal_scroll(p)
+        no_sideways_scroll(p)
         shot(p, "batch-phone-results")
         with Session(w.engine) as s:
             for rid in (first, second):

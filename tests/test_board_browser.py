@@ -3,43 +3,13 @@ it without logging in, reads it without scrolling sideways, leaves a message, an
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
-from tests.browser import PHONE, LiveWorld, login
+from tests.browser import PHONE, LiveWorld, login, no_sideways_scroll, phone_page, shot
 from tests.test_board import _content, _record, _survey
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
-
-SHOTS = Path(os.environ.get("BOARD_SHOTS", "/tmp/board-shots"))
-
-
-@pytest.fixture
-def phone(browser: Browser) -> Iterator[Page]:
-    """A fresh context (own cookies) with a 375-px phone viewport."""
-    context = browser.new_context(
-        viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai", is_mobile=True, has_touch=True
-    )
-    context.set_default_timeout(10_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-def _shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def _no_sideways_scroll(page: Page) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], width
 
 
 def test_publish_read_leave_a_message_and_print_on_a_phone(
@@ -64,30 +34,26 @@ def test_publish_read_leave_a_message_and_print_on_a_phone(
     phone.wait_for_selector("#board-url")
     url = phone.inner_text("#board-url").strip()
     assert url.startswith(live_world.base_url + "/b/")
-    _no_sideways_scroll(phone)
-    _shot(phone, "staff-phone")
+    no_sideways_scroll(phone)
+    shot(phone, "staff-phone")
 
-    public = browser.new_context(viewport=PHONE, locale="zh-CN", is_mobile=True, has_touch=True)
-    try:
-        reader = public.new_page()
+    with phone_page(browser) as reader:  # a member of the public: another device
         reader.goto(url)
         assert reader.inner_text("#org") == w.orgs["S1"].name
         body = reader.inner_text("body")
         assert "张*" in body and "张三丰" not in body and "台账不全" in body and "80.0%" in body
-        _no_sideways_scroll(reader)
-        _shot(reader, "board-phone")
+        no_sideways_scroll(reader)
+        shot(reader, "board-phone")
         reader.fill("#message", "<b>路灯坏了</b>，请支部帮忙反映")
         reader.fill("#contact", "王先生")
         reader.click("#box button[type=submit]")
         reader.wait_for_selector("#sent")
         assert "留言已收到" in reader.inner_text("#sent")
-        _no_sideways_scroll(reader)
-        _shot(reader, "board-phone-sent")
+        no_sideways_scroll(reader)
+        shot(reader, "board-phone-sent")
         reader.emulate_media(media="print")
         assert not reader.is_visible("#box") and reader.is_visible(".qr svg")
-        _shot(reader, "board-print")
-    finally:
-        public.close()
+        shot(reader, "board-print")
 
     phone.goto(live_world.url(f"/runs/{run_id}/board"))
     assert "<b>路灯坏了</b>，请支部帮忙反映" in phone.inner_text("#messages")
@@ -116,8 +82,8 @@ def test_a_committee_publishes_all_its_branches_and_prints_the_cards(
     phone.wait_for_selector(".qr-card svg")
     assert phone.locator(".qr-card svg").count() == 3
     assert "已为 3 个支部发布公示" in phone.inner_text("body")
-    _no_sideways_scroll(phone)
-    _shot(phone, "cards-phone")
+    no_sideways_scroll(phone)
+    shot(phone, "cards-phone")
     phone.emulate_media(media="print")
     assert not phone.is_visible("#publish-all") and not phone.is_visible(".topbar")
-    _shot(phone, "cards-print")
+    shot(phone, "cards-print")

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tests.browser import DESKTOP, PHONE, LiveWorld, login, shot
+from tests.browser import DESKTOP, PHONE, LiveWorld, login, no_sideways_scroll, shot
 from tests.test_bulk_entry import add_members, set_stage
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser
 
 MEMBERS = ("党员甲", "党员乙", "党员丙<script>window.__xss = 1</script>")
-
-
-def no_sideways_scroll(page: Page) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= page.evaluate("window.innerWidth"), width
 
 
 def test_every_commitment_in_one_form_on_a_phone(browser: Browser, live_world: LiveWorld) -> None:

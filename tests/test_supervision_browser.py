@@ -4,38 +4,19 @@ navigation; no page scrolls sideways."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import pytest
 from sqlmodel import Session
 
 from states import bulletins
 from states.models import Role
 from states.timeutil import local_date, utcnow
-from tests.browser import PHONE, LiveWorld, login, logout
+from tests.browser import LiveWorld, login, logout, no_sideways_scroll
 from tests.factories import make_user
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
-
-
-@pytest.fixture
-def phone(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(
-        viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai", is_mobile=True, has_touch=True
-    )
-    context.set_default_timeout(10_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-def _no_sideways_scroll(page: Page) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], width
+    from playwright.sync_api import Page
 
 
 def _printed_without_nav(page: Page) -> None:
@@ -55,7 +36,7 @@ def test_a_supervisor_and_a_branch_on_a_phone(live_world: LiveWorld, phone: Page
     login(phone, live_world.base_url, "sup_phone")
     phone.click("a[href='/supervision']")
     phone.wait_for_selector("#new-finding")
-    _no_sideways_scroll(phone)
+    no_sideways_scroll(phone)
     phone.fill("#f-org", "S1")
     phone.fill("#f-due", due)
     phone.fill("#f-text", "三会一课记录不全，请补齐")
@@ -63,7 +44,7 @@ def test_a_supervisor_and_a_branch_on_a_phone(live_world: LiveWorld, phone: Page
     phone.wait_for_url("**/findings/*")
     finding_url = phone.url
     assert "三会一课记录不全" in phone.inner_text(".finding")
-    _no_sideways_scroll(phone)
+    no_sideways_scroll(phone)
 
     phone.goto(live_world.url("/supervision"))
     phone.fill("#n-org", "G1")
@@ -74,7 +55,7 @@ def test_a_supervisor_and_a_branch_on_a_phone(live_world: LiveWorld, phone: Page
     phone.wait_for_url("**/circulars/*")
     body = phone.inner_text(".circular")
     assert "内科第一党支部" in body and "会议记录缺失" in body
-    _no_sideways_scroll(phone)
+    no_sideways_scroll(phone)
     _printed_without_nav(phone)
     logout(phone)
 
@@ -84,7 +65,7 @@ def test_a_supervisor_and_a_branch_on_a_phone(live_world: LiveWorld, phone: Page
     phone.click("form[action$='/response'] button[type=submit]")
     phone.wait_for_selector("#finding-response")
     assert phone.inner_text("#finding-status") == "已回复"
-    _no_sideways_scroll(phone)
+    no_sideways_scroll(phone)
     phone.goto(live_world.url(f"/orgs/{w.orgs['S1'].id}/bulletins"))
     phone.click("#archive a[href^='/circulars/']")
     phone.wait_for_url("**/circulars/*")
@@ -94,5 +75,5 @@ def test_a_supervisor_and_a_branch_on_a_phone(live_world: LiveWorld, phone: Page
     phone.goto(live_world.url(f"/orgs/{w.orgs['H1'].id}/bulletins"))
     phone.click("#archive a[href^='/bulletins/']")
     phone.wait_for_selector(".bulletin .bars")
-    _no_sideways_scroll(phone)
+    no_sideways_scroll(phone)
     _printed_without_nav(phone)

@@ -4,55 +4,28 @@ and cannot answer twice with one code; the open link takes one answer per device
 answer passes the stage's guard and the branch can then request to move on; the deadline sweep
 closes a survey; the published aggregate appears only from 5 answers up.
 
-Screenshots go to /tmp/survey-shots (SURVEY_SHOTS to change).
+Screenshots go to artifacts/screenshots/.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import pytest
 from sqlalchemy import update
 from sqlmodel import Session
 
 from states.models import Run
 from states.timeutil import utcnow
-from tests.browser import PHONE, LiveWorld, login
+from tests.browser import PHONE, LiveWorld, login, phone_page, shot
 from workflows import jobs
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-SHOTS = Path(os.environ.get("SURVEY_SHOTS", "/tmp/survey-shots"))
 FORM = {f"q_{i}": "满意" for i in range(1, 7)}
-
-
-@pytest.fixture
-def phone(browser: Browser) -> Iterator[Page]:
-    """A fresh context (own cookies: one device) with a 375-px phone viewport."""
-    yield from _phone(browser)
-
-
-def _phone(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(
-        viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai", is_mobile=True, has_touch=True
-    )
-    context.set_default_timeout(10_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-def _shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def _fits_one_phone_screen(page: Page) -> None:
@@ -93,13 +66,13 @@ def test_scan_a_card_answer_get_a_receipt_replay_refused_and_the_guard_passes(
     page.fill("input[name=codes]", "12")
     page.click("#open-survey button[type=submit]")
     page.wait_for_selector("#print-cards")
-    _shot(page, "staff-opened")
+    shot(page, "staff-opened")
     page.click("#print-cards")
     cards = page.locator(".card .code")
     assert cards.count() == 12
     codes = [c.strip() for c in cards.all_text_contents()]
     assert page.locator(".card svg").count() == 12  # inline QR codes, no image to fetch
-    _shot(page, "cards")
+    shot(page, "cards")
     # The cards are shown once: the page offers no second reveal, and a second visit is refused.
     page.goto(lw.url(f"/runs/{run_id}/survey"))
     assert page.locator("#print-cards").count() == 0
@@ -110,18 +83,18 @@ def test_scan_a_card_answer_get_a_receipt_replay_refused_and_the_guard_passes(
     phone.goto(f"{form_url}?code={codes[0]}")
     assert phone.input_value("#code") == codes[0]
     _fits_one_phone_screen(phone)
-    _shot(phone, "form-phone")
+    shot(phone, "form-phone")
     _answer_in_page(phone, comment="希望多开展义诊活动")
     receipt = (phone.text_content("#receipt") or "").strip()
     assert len(receipt) == 10
-    _shot(phone, "receipt-phone")
+    shot(phone, "receipt-phone")
     phone.click("text=查询是否计入")
     assert "已计入" in (phone.text_content("main") or "")
     # Replay the same card: refused.
     phone.goto(f"{form_url}?code={codes[0]}")
     _answer_in_page(phone)
     assert "已经使用过" in (phone.text_content("main") or "")
-    _shot(phone, "replay-refused")
+    shot(phone, "replay-refused")
 
     # Eight more over plain HTTP, then the branch still cannot move on.
     for code in codes[1:9]:
@@ -140,7 +113,7 @@ def test_scan_a_card_answer_get_a_receipt_replay_refused_and_the_guard_passes(
     assert asked.status_code == 201, asked.text
     page.goto(lw.url(f"/runs/{run_id}/survey"))
     assert "共 10 份" in (page.text_content(f"#result-{_survey_id(page)}") or "")
-    _shot(page, "staff-results")
+    shot(page, "staff-results")
 
 
 def _survey_id(page: Page) -> str:
@@ -165,15 +138,11 @@ def test_the_open_link_takes_one_answer_per_device(
     phone.goto(link)
     _answer_in_page(phone)
     assert "本设备已经提交过" in (phone.text_content("main") or "")
-    _shot(phone, "link-second-refused")
-    other = _phone(browser)
-    second = next(other)
-    try:
+    shot(phone, "link-second-refused")
+    with phone_page(browser) as second:  # another device
         second.goto(link)
         _answer_in_page(second)
         second.wait_for_selector("#receipt")
-    finally:
-        next(other, None)
     results = _api(lw, "sec_s2", "GET", f"/api/v1/runs/{run_id}/survey").json()["items"][0]
     assert results["by_channel"]["link"] == 2 and results["answers"] == 2
 
@@ -198,7 +167,7 @@ def test_the_deadline_sweep_closes_and_aggregates_show_from_five(
     phone.goto(link)
     text = phone.text_content("main") or ""
     assert "已经结束" in text and "满意率" not in text and "意见0" not in text
-    _shot(phone, "closed-below-five")
+    shot(phone, "closed-below-five")
     # A second survey (the deadline extended) with five answers publishes its aggregate.
     with Session(lw.world.engine) as s:
         s.execute(
@@ -220,4 +189,4 @@ def test_the_deadline_sweep_closes_and_aggregates_show_from_five(
     assert phone.locator("main b", has_text="建议1").count() == 0  # shown as text, not markup
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"]
-    _shot(phone, "closed-published")
+    shot(phone, "closed-published")
