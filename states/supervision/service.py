@@ -19,8 +19,9 @@ from datetime import date
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
+from states import outbox
 from states.errors import Conflict, Forbidden, InvalidInput, NotFound
-from states.models import Organisation, OutboxMessage, Role, Run
+from states.models import Organisation, Role, Run
 from states.orgs import is_within
 from states.supervision.models import Circular, CircularItem, Finding
 from states.timeutil import end_of_local_day, format_local, local_date, utcnow
@@ -71,25 +72,6 @@ def _may_issue(actor: Actor, org: Organisation) -> None:
         raise Forbidden("只有本级或上级督导可以执行此操作", details={"role": "supervisor"})
 
 
-def _notice(
-    session: Session, key: str, kind: str, org_id: int, payload: dict, run_id: int | None = None
-) -> None:
-    now = utcnow()
-    session.add(
-        OutboxMessage(
-            dedupe_key=key,
-            event_kind=kind,
-            run_id=run_id,
-            org_id=org_id,
-            payload=payload,
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-    )
-
-
 def finding_payload(f: Finding, org_name: str, author_name: str = "") -> dict:
     """What a finding's notices say (also used by the sweep)."""
     return {
@@ -138,7 +120,14 @@ def add_finding(
     session.add(finding)
     session.flush()
     payload = finding_payload(finding, org.name, actor.display_name)
-    _notice(session, f"finding:{finding.id}:issued", "finding_issued", org.id or 0, payload, run_id)
+    outbox.enqueue(
+        session,
+        event_kind="finding_issued",
+        dedupe_key=f"finding:{finding.id}:issued",
+        payload=payload,
+        run_id=run_id,
+        org_id=org.id,
+    )
     return finding
 
 
@@ -167,7 +156,14 @@ def respond(session: Session, actor: Actor, finding_id: int, text: str) -> Findi
     payload = {**finding_payload(finding, org.name), "response": finding.response}
     # One notice per answer: a later, corrected answer is told too.
     key = f"finding:{finding.id}:answered:{finding.responded_at.timestamp():.6f}"
-    _notice(session, key, "finding_answered", org.id or 0, payload, finding.run_id)
+    outbox.enqueue(
+        session,
+        event_kind="finding_answered",
+        dedupe_key=key,
+        payload=payload,
+        run_id=finding.run_id,
+        org_id=org.id,
+    )
     return finding
 
 
@@ -239,7 +235,13 @@ def issue_circular(
         "author_id": actor.user_id,
         "page": circular_page(circular.id or 0),
     }
-    _notice(session, f"circular:{circular.id}", "circular", org.id or 0, payload)
+    outbox.enqueue(
+        session,
+        event_kind="circular",
+        dedupe_key=f"circular:{circular.id}",
+        payload=payload,
+        org_id=org.id,
+    )
     session.flush()
     return circular
 
