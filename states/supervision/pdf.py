@@ -16,7 +16,7 @@ from fpdf import FPDF, FontFace
 
 from states.models import Bulletin, Organisation
 from states.supervision.models import Circular, CircularItem
-from states.survey.cards import CJK_FONTS
+from states.survey.cards import load_cjk_font
 from states.timeutil import format_local
 
 PAGE_W = 210.0
@@ -35,21 +35,9 @@ class _Doc(FPDF):
         super().__init__(format="A4")
         self.set_margins(MARGIN, MARGIN, MARGIN)
         self.set_auto_page_break(True, margin=MARGIN)
-        self.cjk = self._load_font()
+        self.cjk = load_cjk_font(self, 11)
         self.set_title(title)
         self.add_page()
-
-    def _load_font(self) -> bool:
-        for path in CJK_FONTS:
-            if path.exists():
-                try:
-                    self.add_font("cjk", fname=str(path))
-                except Exception:  # a font that will not load: try the next one
-                    continue
-                self.set_font("cjk", size=11)
-                return True
-        self.set_font("helvetica", size=11)
-        return False
 
     def t(self, text: Any) -> str:
         text = str(text)

@@ -46,16 +46,17 @@ def _qr_png(url: str) -> io.BytesIO:
     return out
 
 
-def _font(pdf: FPDF) -> bool:
+def load_cjk_font(pdf: FPDF, size: int) -> bool:
+    """Set the first CJK font of `CJK_FONTS` that loads (True), else Helvetica (False)."""
     for path in CJK_FONTS:
         if path.exists():
             try:
                 pdf.add_font("cjk", fname=str(path))
             except Exception:  # a font that will not load: try the next one
                 continue
-            pdf.set_font("cjk", size=10)
+            pdf.set_font("cjk", size=size)
             return True
-    pdf.set_font("helvetica", size=10)
+    pdf.set_font("helvetica", size=size)
     return False
 
 
@@ -86,7 +87,7 @@ def cards_pdf(*, title: str, form_url: str, codes: list[str]) -> bytes:
     """The PDF of the cards of `codes` (A4, 12 a page)."""
     pdf = FPDF(format="A4")
     pdf.set_auto_page_break(False)
-    cjk = _font(pdf)
+    cjk = load_cjk_font(pdf, 10)
     per_page = COLUMNS * ROWS
     for i, code in enumerate(codes):
         if i % per_page == 0:
