@@ -380,5 +380,6 @@ def test_a_database_outage_on_the_public_form_is_a_plain_503_page(
     page = w.client.get(form)
     assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
     assert "服务暂时不可用" in page.text and "<link" not in page.text
-    api = w.get("sec_s1", "/api/v1/me")
-    assert api.status_code == 200  # the JSON API keeps its own error bodies
+    monkeypatch.setattr("api.security._actor", down)
+    api = w.get("sec_s1", "/api/v1/me")  # the JSON API keeps its own error body
+    assert api.status_code == 503 and api.json()["code"] == "database_error"
