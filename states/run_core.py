@@ -5,6 +5,8 @@ request primitives shared by `states.runs` (requests, approvals) and `states.evi
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -13,7 +15,6 @@ from typing import Any
 from sqlalchemy import String, bindparam, cast, func, insert, literal, or_, union_all
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -21,6 +22,7 @@ from states import audit
 from states.campaigns import template_by_digest
 from states.catalog import DONE, Template
 from states.errors import ConcurrentUpdate, Conflict, Forbidden, NotFound
+from states.fastsql import Prepared, detached, json_rows, rows
 from states.members.models import ACTIVE, Member
 from states.models import (
     Campaign,
@@ -62,6 +64,8 @@ class RunContext:
     writes: Writes = field(default_factory=Writes)
     #: (id, path, name) of the organisation approving the loaded request's step, if loaded.
     approver: tuple[int, str, str] | None = None
+    #: The facts of the stage the run was loaded at, when loaded with it (`facts`).
+    loaded_facts: tuple[str, RunFacts] | None = None
 
 
 def finish(session: Session, ctx: RunContext, now: datetime | None = None) -> None:
@@ -69,65 +73,133 @@ def finish(session: Session, ctx: RunContext, now: datetime | None = None) -> No
     apply(session, ctx.run, ctx.writes, now or utcnow())
 
 
+#: The tables a run's context is loaded from, in the order of the load query's columns.
+_RUN: Any = Run.__table__  # type: ignore[attr-defined]
+_ORG: Any = Organisation.__table__  # type: ignore[attr-defined]
+_CAMPAIGN: Any = Campaign.__table__  # type: ignore[attr-defined]
+_REQUEST = Request.__table__  # type: ignore[attr-defined]
+_TV = TemplateVersion.__table__  # type: ignore[attr-defined]
+_PARTS = ((Run, _RUN), (Organisation, _ORG), (Campaign, _CAMPAIGN))
+
+
 def _context_query() -> Any:
+    """The run, its organisation, its campaign and its template version's digest (Core)."""
+    cols = [c for _m, t in _PARTS for c in t.c]
     return (
-        select(Run, Organisation, Campaign, TemplateVersion.digest)
-        .join(Organisation, col(Organisation.id) == col(Run.org_id))
-        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
-        .join(TemplateVersion, col(TemplateVersion.id) == col(Campaign.template_version_id))
-        .execution_options(populate_existing=True)  # decide on what the database holds now
+        sa_select(*cols, _TV.c.digest)
+        .join(_ORG, _ORG.c.id == _RUN.c.org_id)
+        .join(_CAMPAIGN, _CAMPAIGN.c.id == _RUN.c.campaign_id)
+        .join(_TV, _TV.c.id == _CAMPAIGN.c.template_version_id)
     )
+
+
+def _entities(row: Sequence[Any], parts: Sequence[tuple[Any, Any]]) -> tuple[list[Any], int]:
+    """Detached instances of each (model, table) from consecutive columns of `row`."""
+    out, at = [], 0
+    for model, table in parts:
+        keys = table.c.keys()
+        out.append(detached(model, keys, row[at : at + len(keys)]))
+        at += len(keys)
+    return out, at
+
+
+def _facts_columns() -> list[Any]:
+    """The run's current stage's active evidence (kind, subject) and its organisation's 在册
+    roster (id, name), each as one JSON array: the guard's facts in the context's own query."""
+    ev, link = Evidence.__table__, EvidenceLink.__table__  # type: ignore[attr-defined]
+    member = Member.__table__  # type: ignore[attr-defined]
+    evidence = (
+        sa_select(json_rows(ev.c.kind, ev.c.subject))
+        .select_from(ev.join(link, link.c.evidence_id == ev.c.id))
+        .where(link.c.run_id == _RUN.c.id, link.c.stage == _RUN.c.stage, ev.c.status == "active")
+    )
+    roster = sa_select(json_rows(member.c.id, member.c.name)).where(
+        member.c.org_id == _RUN.c.org_id, member.c.status == ACTIVE
+    )
+    return [evidence.scalar_subquery(), roster.scalar_subquery()]
+
+
+def _loaded_facts(ctx: RunContext, evidence: Any, roster: Any) -> tuple[str, RunFacts]:
+    counts: dict[tuple[str, str | None], int] = {}
+    for kind, subject in _json(evidence):
+        counts[(kind, subject)] = counts.get((kind, subject), 0) + 1
+    return ctx.run.stage, _run_facts(ctx, counts, [(name, int(i)) for i, name in _json(roster)])
+
+
+def _json(value: Any) -> list[Any]:
+    """A JSON column's value: decoded by the driver, or still text (a scalar subquery's)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _context(
-    session: Session, run: Run, org: Organisation, campaign: Campaign, digest: str
-) -> RunContext:
-    tpl = template_by_digest(session, campaign.template_version_id, digest)
-    return RunContext(run, campaign, org, tpl)
+    session: Session, row: Sequence[Any], with_facts: bool = False
+) -> tuple[RunContext, int]:
+    """The context from a row of `_context_query` (with the facts columns if `with_facts`);
+    and where the row's other columns start."""
+    (run, org, campaign), at = _entities(row, _PARTS)
+    tpl = template_by_digest(session, campaign.template_version_id, row[at])
+    ctx = RunContext(run, campaign, org, tpl)
+    if with_facts:
+        ctx.loaded_facts = _loaded_facts(ctx, row[at + 1], row[at + 2])
+        return ctx, at + 3
+    return ctx, at + 1
 
 
 @cache
-def _request_query() -> Any:
+def _request_query() -> Prepared:
     """Built once: the request, its run's context and its step's approver, by `request_id`."""
-    approver = aliased(Organisation)
-    return (
+    approver = _ORG.alias("approver")
+    return Prepared(
         _context_query()
-        .add_columns(Request, approver.path, approver.name)
-        .join(Request, col(Request.run_id) == col(Run.id))
-        .outerjoin(approver, approver.id == col(Request.current_approver_org_id))
-        .where(col(Request.id) == bindparam("request_id"))
+        .add_columns(*_facts_columns(), *_REQUEST.c, approver.c.path, approver.c.name)
+        .join(_REQUEST, _REQUEST.c.run_id == _RUN.c.id)
+        .outerjoin(approver, approver.c.id == _REQUEST.c.current_approver_org_id)
+        .where(_REQUEST.c.id == bindparam("request_id"))
     )
 
 
 @cache
-def _run_query(lock: bool) -> Any:
-    stmt = _context_query().where(col(Run.id) == bindparam("run_id"))
-    return stmt.with_for_update(of=Run) if lock else stmt
+def _run_query(lock: bool, with_facts: bool) -> Prepared:
+    stmt = _context_query().where(_RUN.c.id == bindparam("run_id"))
+    if with_facts:
+        stmt = stmt.add_columns(*_facts_columns())
+    return Prepared(stmt.with_for_update(of=_RUN) if lock else stmt)
 
 
 def load_request(session: Session, request_id: int, actor: Actor) -> tuple[Request, RunContext]:
     """The request, its run's context and its current approver in one query.
 
-    NotFound if the request is missing or its run out of the actor's reach."""
-    row = session.execute(_request_query(), {"request_id": request_id}).first()
-    if row is None or not actor.reaches(row[1].path):
+    NotFound if the request is missing or its run out of the actor's reach. The objects are
+    read as they are now in the database, into no session (`states.fastsql.detached`)."""
+    found = rows(session.connection(), _request_query(), {"request_id": request_id})
+    if not found or not actor.reaches(found[0][_ORG_PATH]):
         raise NotFound("申请不存在", details={"request_id": request_id})
-    run, org, campaign, digest, req, path, name = row
-    ctx = _context(session, run, org, campaign, digest)
+    ctx, at = _context(session, found[0], with_facts=True)
+    (req,), at = _entities(found[0][at:], ((Request, _REQUEST),))
+    path, name = found[0][-2:]
     if path is not None:
         ctx.approver = (req.current_approver_org_id or 0, path, name)
     return req, ctx
 
 
 def load_run(
-    session: Session, run_id: int, actor: Actor | None, *, lock: bool = False
+    session: Session,
+    run_id: int,
+    actor: Actor | None,
+    *,
+    lock: bool = False,
+    with_facts: bool = False,
 ) -> RunContext:
-    """Return the run's context; NotFound if missing or outside the actor's reach."""
-    row = session.execute(_run_query(lock), {"run_id": run_id}).first()
-    if row is None or (actor is not None and not actor.reaches(row[1].path)):
+    """Return the run's context (`with_facts`: and its stage's facts, in the same query);
+    NotFound if missing or outside the actor's reach."""
+    found = rows(session.connection(), _run_query(lock, with_facts), {"run_id": run_id})
+    if not found or (actor is not None and not actor.reaches(found[0][_ORG_PATH])):
         raise NotFound("该创建进度不存在", details={"run_id": run_id})
-    run, org, campaign, digest = row
-    return _context(session, run, org, campaign, digest)
+    return _context(session, found[0], with_facts)[0]
+
+
+#: Where the organisation's path is in a row of `_context_query`.
+_ORG_PATH = len(_RUN.c) + _ORG.c.keys().index("path")
 
 
 def acting_as(ctx: RunContext, actor: Actor) -> bool:
@@ -151,19 +223,20 @@ def cas(session: Session, ctx: RunContext, **values: Any) -> None:
 
 
 @cache
-def _request_insert(keys: tuple[str, ...]) -> Any:
-    t = Request.__table__  # type: ignore[attr-defined]
+def _request_insert(keys: tuple[str, ...]) -> Prepared:
+    t = _REQUEST
     values = {k: bindparam(k, type_=t.c[k].type) for k in keys}
-    return insert(t).values(**values).returning(t.c.id)
+    return Prepared(insert(t).values(**values).returning(t.c.id))
 
 
-def insert_request(session: Session, values: dict[str, Any]) -> int:
-    """Insert a request (a Core statement built once per set of columns); its id."""
-    stmt = _request_insert(tuple(sorted(values)))
+def insert_request(session: Session, values: dict[str, Any]) -> Request:
+    """Insert a request (a statement built once per set of columns); the request, detached."""
     try:
-        return int(session.connection().execute(stmt, values).scalar_one())
+        ((rid,),) = rows(session.connection(), _request_insert(tuple(sorted(values))), values)
     except IntegrityError as exc:
         raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
+    row = dict.fromkeys(_REQUEST.c.keys()) | values | {"id": int(rid)}
+    return detached(Request, list(row), list(row.values()))
 
 
 def flush(session: Session) -> None:
@@ -215,7 +288,7 @@ def checklist(session: Session, ctx: RunContext) -> list[RequirementStatus]:
 
 
 @cache
-def _facts_query() -> Any:
+def _facts_query() -> Prepared:
     """Built once: a stage's active evidence counted by (kind, subject), and the roster."""
     counted = (
         select(literal("e"), Evidence.kind, Evidence.subject, func.count())
@@ -230,22 +303,31 @@ def _facts_query() -> Any:
     roster = select(literal("m"), cast(Member.id, String), Member.name, literal(0)).where(
         col(Member.org_id) == bindparam("org_id"), col(Member.status) == ACTIVE
     )
-    return union_all(counted, roster)
+    return Prepared(union_all(counted, roster))
 
 
 def facts(session: Session, ctx: RunContext) -> RunFacts:
     """The facts of the run's current stage; with a roster, its 在册 members by name.
 
-    One query: the stage's active evidence counted by (kind, subject), and the roster.
+    Loaded with the context if it was (`load_run(with_facts=True)`, `load_request`); else one
+    query: the stage's active evidence counted by (kind, subject), and the roster.
     """
+    if ctx.loaded_facts is not None and ctx.loaded_facts[0] == ctx.run.stage:
+        return ctx.loaded_facts[1]
     params = {"run_id": ctx.run.id, "stage": ctx.run.stage, "org_id": ctx.org.id}
     counts: dict[tuple[str, str | None], int] = {}
     members: list[tuple[str, int]] = []
-    for part, a, b, n in session.connection().execute(_facts_query(), params).all():
+    for part, a, b, n in rows(session.connection(), _facts_query(), params):
         if part == "e":
             counts[(a, b)] = int(n)
         else:
             members.append((b, int(a)))
+    return _run_facts(ctx, counts, members)
+
+
+def _run_facts(
+    ctx: RunContext, counts: dict[tuple[str, str | None], int], members: list[tuple[str, int]]
+) -> RunFacts:
     if members:
         return RunFacts(len(members), counts, {i: name for name, i in sorted(members)})
     return RunFacts(ctx.org.member_count, counts)

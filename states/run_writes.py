@@ -25,6 +25,7 @@ from sqlmodel import Session
 
 from states import audit, inbox
 from states.errors import ConcurrentUpdate
+from states.fastsql import Prepared, rows
 from states.models import (
     AuditEvent,
     Decision,
@@ -212,6 +213,10 @@ def _send_each(session: Session, steps: list[Step]) -> None:
             raise lost
 
 
+#: The combined statements, one per shape of steps, compiled once (`states.fastsql`).
+_COMBINED: dict[tuple[int, ...], Prepared] = {}
+
+
 def _combined(steps: list[Step]) -> Any:
     """Every write as a data-modifying CTE of one SELECT that counts each one's rows."""
     counts = [
@@ -224,12 +229,14 @@ def _combined(steps: list[Step]) -> Any:
 
 
 def _send_one(session: Session, steps: list[Step]) -> None:
+    params = {k: v for _n, _s, p, _l in steps for k, v in p.items()}
     if any(not params for _n, _s, params, _l in steps):  # a multi-row insert: built this once
         stmt = _combined(steps)
+        row = session.connection().execute(cast(Executable, stmt), params).one()
     else:
-        stmt = _built(tuple(id(s) for _n, s, _p, _l in steps), lambda: _combined(steps))
-    params = {k: v for _n, _s, p, _l in steps for k, v in p.items()}
-    row = session.connection().execute(cast(Executable, stmt), params).one()
+        key = tuple(id(s) for _n, s, _p, _l in steps)
+        prepared = _COMBINED.get(key) or _COMBINED.setdefault(key, Prepared(_combined(steps)))
+        (row,) = rows(session.connection(), prepared, params)
     for (_name, _stmt, _params, lost), n in zip(steps, row, strict=True):
         if lost is not None and n != 1:
             raise lost

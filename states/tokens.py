@@ -23,8 +23,10 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
+from states import fastsql
 from states.db import read_session, unit_of_work
 from states.errors import RateLimited
+from states.fastsql import Prepared
 from states.models import ApiToken, Grant, LoginFailure, Organisation, Role, User
 from states.timeutil import UTCDateTime, utcnow
 from states.users import Actor, GrantView, check_password, hash_password
@@ -80,9 +82,9 @@ def issue_token(
 
 
 @cache
-def _actor_query() -> Any:
+def _actor_query() -> Prepared:
     """Built once: a live token's user and every grant with its organisation's path."""
-    return (
+    return Prepared(
         sa_select(
             col(User.id),
             col(User.username),
@@ -113,7 +115,7 @@ def actor_for_token(
     One query (built once): the token, its user and every grant with the organisation's path.
     """
     params = {"digest": token_digest(token), "now": now or utcnow()}
-    rows = db.execute(_actor_query(), params).all()
+    rows = fastsql.rows(db.connection() if isinstance(db, Session) else db, _actor_query(), params)
     if not rows:
         return None
     user_id, username, display_name, must_change = rows[0][:4]

@@ -7,12 +7,13 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, literal, union_all
+from sqlalchemy import literal, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from api import schemas as S
 from states.catalog import DONE, Template
+from states.fastsql import Prepared, in_ids, rows
 from states.models import Campaign, Decision, Organisation, Request, Run, User
 from states.runs import STATUS_LABELS
 from states.timeutil import local_date, utcnow
@@ -91,8 +92,12 @@ _O = Organisation.__table__  # type: ignore[attr-defined]
 
 
 @cache
-def _decisions_query() -> Any:
+def _decisions_query() -> Prepared:
     """Built once: the decisions on some requests, each with its decider's name."""
+    return Prepared(None, _decisions_for)
+
+
+def _decisions_for(dialect: str) -> Any:
     return (
         sa_select(
             _D.c.request_id,
@@ -105,19 +110,23 @@ def _decisions_query() -> Any:
             _D.c.created_at,
         )
         .select_from(_D.outerjoin(_U, _U.c.id == _D.c.decided_by))
-        .where(_D.c.request_id.in_(bindparam("ids", expanding=True)))
+        .where(in_ids(_D.c.request_id, "ids", dialect))
         .order_by(_D.c.request_id, _D.c.step)
     )
 
 
 @cache
-def _names_query() -> Any:
+def _names_query() -> Prepared:
     """Built once: organisations (`o`) and users (`u`) by id, in one statement."""
+    return Prepared(None, _names_for)
+
+
+def _names_for(dialect: str) -> Any:
     orgs = sa_select(literal("o").label("k"), _O.c.id, _O.c.code, _O.c.name, _O.c.kind).where(
-        _O.c.id.in_(bindparam("org_ids", expanding=True))
+        in_ids(_O.c.id, "org_ids", dialect)
     )
     users = sa_select(literal("u"), _U.c.id, literal(""), _U.c.display_name, literal("")).where(
-        _U.c.id.in_(bindparam("user_ids", expanding=True))
+        in_ids(_U.c.id, "user_ids", dialect)
     )
     return union_all(orgs, users)
 
@@ -143,7 +152,7 @@ def requests_out(session: Session, reqs: Sequence[Request]) -> list[S.RequestOut
     unknown = S.UserBrief(id=0, display_name="（未知）")
     decisions: dict[int, list[S.DecisionOut]] = {}
     conn = session.connection()  # Core statements: no ORM execution around them
-    for row in conn.execute(_decisions_query(), {"ids": [r.id for r in reqs]}):
+    for row in rows(conn, _decisions_query(), {"ids": [r.id for r in reqs]}):
         decisions.setdefault(row[0], []).append(_decision_out(row, unknown))
     params = {
         "org_ids": sorted({o for r in reqs for o in r.chain}),
@@ -151,7 +160,7 @@ def requests_out(session: Session, reqs: Sequence[Request]) -> list[S.RequestOut
     }
     orgs: dict[int, S.OrgBrief] = {}
     users: dict[int, S.UserBrief] = {}
-    for k, i, code, name, kind in conn.execute(_names_query(), params):
+    for k, i, code, name, kind in rows(conn, _names_query(), params):
         if k == "o":
             orgs[i] = S.OrgBrief(id=i, code=code, name=name, kind=kind)
         else:

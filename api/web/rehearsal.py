@@ -95,8 +95,8 @@ def _rehearse(
         back = f"；进度一并退回到「{stage_label(tpl, to_stage)}」" if to_stage else ""
         outcome = f"退回后申请结束，意见会通知「{org.name}」，支部修改后可重新申请{back}。"
         return Preview(request_id, action, *names, line, outcome)
-    runs.approve(s, request_id=request_id, actor=actor, opinion=opinion or None)
-    return Preview(request_id, action, *names, line, _approved(s, req, org.name, tpl))
+    decided = runs.approve(s, request_id=request_id, actor=actor, opinion=opinion or None)
+    return Preview(request_id, action, *names, line, _approved(s, decided, org.name, tpl))
 
 
 def _approved(s: Session, req: RequestRow, org_name: str, tpl: Template) -> str:
