@@ -22,6 +22,7 @@ from sqlalchemy import JSON, CursorResult, Integer, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.functions import FunctionElement
@@ -190,3 +191,14 @@ def _json_rows_pg(element: json_rows, compiler: Any, **kw: Any) -> str:
 def _json_rows_sqlite(element: json_rows, compiler: Any, **kw: Any) -> str:
     args = compiler.process(element.clauses, **kw)
     return f"json_group_array(json_array({args}))"
+
+
+def mirror(obj: Any, values: Mapping[str, Any]) -> None:
+    """Show `values` on a loaded object as its committed state (nothing to flush): the
+    command sends them with its own statements. A detached object (`detached`) takes them
+    as plain attribute values; one in a session through the ORM's `set_committed_value`."""
+    if instance_state(obj).session_id is None:
+        obj.__dict__.update(values)
+        return
+    for key, value in values.items():
+        set_committed_value(obj, key, value)

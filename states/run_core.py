@@ -15,14 +15,13 @@ from typing import Any
 from sqlalchemy import String, bindparam, cast, func, insert, literal, or_, union_all
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from states import audit
 from states.campaigns import template_by_digest
 from states.catalog import DONE, Template
 from states.errors import ConcurrentUpdate, Conflict, Forbidden, NotFound
-from states.fastsql import Prepared, detached, json_rows, rows
+from states.fastsql import Prepared, detached, json_rows, mirror, rows
 from states.members.models import ACTIVE, Member
 from states.models import (
     Campaign,
@@ -218,8 +217,7 @@ def cas(session: Session, ctx: RunContext, **values: Any) -> None:
     """
     w = ctx.writes
     w.run_values = {**(w.run_values or {}), **values}
-    for key, value in values.items():
-        set_committed_value(ctx.run, key, value)
+    mirror(ctx.run, values)
 
 
 @cache

@@ -19,13 +19,12 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
 from states import audit, inbox
 from states.errors import ConcurrentUpdate
-from states.fastsql import Prepared, rows
+from states.fastsql import Prepared, mirror, rows
 from states.models import (
     AuditEvent,
     Decision,
@@ -197,11 +196,9 @@ def apply(session: Session, run: Run, w: Writes, now: datetime) -> None:
             _send_each(session, steps)
     except IntegrityError as exc:  # a decision, an event or a notice taken by a racing writer
         raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
-    for key, value in values.items():  # committed values, without marking anything dirty
-        set_committed_value(run, key, value)
+    mirror(run, values)  # committed values, without marking anything dirty
     if w.request is not None:
-        for key, value in w.request[1].items():
-            set_committed_value(w.request[0], key, value)
+        mirror(*w.request)
     w.clear()
 
 

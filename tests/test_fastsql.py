@@ -1,0 +1,126 @@
+"""`states.fastsql`: statements compiled once and sent on the driver's cursor (PostgreSQL), or
+through SQLAlchemy (SQLite), give the same rows, the same errors and the same events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, event, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.base import instance_state
+from sqlmodel import Session
+
+from states.fastsql import Prepared, detached, in_ids, mirror, rowcount, rows
+from states.models import Campaign, Organisation, OutboxMessage, Run
+from states.run_core import load_run
+from tests.factories import make_tree
+
+ORG = Organisation.__table__  # type: ignore[attr-defined]
+OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+BY_ID = Prepared(select(ORG).where(ORG.c.id == bindparam("id")))
+
+
+def test_rows_match_sqlalchemys_own(session: Session) -> None:
+    orgs = make_tree(session)
+    session.commit()
+    s1 = orgs["S1"]
+    got = rows(session.connection(), BY_ID, {"id": s1.id})
+    assert len(got) == 1
+    assert tuple(got[0]) == tuple(session.execute(select(ORG).where(ORG.c.id == s1.id)).one())
+    created = got[0][list(ORG.c.keys()).index("created_at")]
+    assert created.tzinfo is not None and created.utcoffset().total_seconds() == 0
+    assert rows(session.connection(), BY_ID, {"id": 10**6}) == []
+
+
+def test_a_driver_error_is_sqlalchemys_and_leaves_nothing(session: Session) -> None:
+    orgs = make_tree(session)
+    session.commit()
+    dup = Prepared(
+        insert(ORG)
+        .values(
+            code=bindparam("code"),
+            name="重复",
+            kind="党支部",
+            path=bindparam("path"),
+            created_at=bindparam("at", type_=ORG.c.created_at.type),
+            updated_at=bindparam("at", type_=ORG.c.updated_at.type),
+        )
+        .returning(ORG.c.id)
+    )
+    now = datetime.now(UTC)
+    with pytest.raises(IntegrityError):
+        rows(session.connection(), dup, {"code": "S1", "path": "/x/", "at": now})
+    session.rollback()
+    assert len(rows(session.connection(), dup, {"code": "S9", "path": "/y/", "at": now})) == 1
+    session.rollback()
+    names = session.execute(select(ORG.c.name).where(ORG.c.code.in_(["S9"]))).all()
+    assert names == [] and orgs["S1"].code == "S1"
+
+
+def test_python_side_defaults_go_through_sqlalchemy(session: Session) -> None:
+    """An insert that leaves a column to its Python-side default is not sent raw (the default
+    would be lost): it still gets the default."""
+    stmt = insert(OUTBOX).values(
+        dedupe_key=bindparam("key"), event_kind="x", payload={}, status="pending"
+    )
+    prepared = Prepared(stmt)
+    assert prepared.compiled(session.get_bind().dialect) is None
+    rowcount(session.connection(), prepared, {"key": "k1"})
+    got = session.execute(select(OUTBOX.c.attempts, OUTBOX.c.created_at)).one()
+    assert got[1] is not None
+
+
+def test_in_ids_takes_a_list_on_both_backends(session: Session) -> None:
+    orgs = make_tree(session)
+    session.commit()
+    want = sorted(orgs[c].id or 0 for c in ("S1", "S2", "H2"))
+    q = Prepared(None, lambda d: select(ORG.c.id).where(in_ids(ORG.c.id, "ids", d)))
+    assert sorted(r[0] for r in rows(session.connection(), q, {"ids": want})) == want
+    assert rows(session.connection(), q, {"ids": []}) == []
+
+
+def test_cursor_events_see_the_statement(session: Session) -> None:
+    orgs = make_tree(session)
+    session.commit()
+    seen: list[str] = []
+
+    def log(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        seen.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", log)
+    try:
+        rows(session.connection(), BY_ID, {"id": orgs["S1"].id})
+    finally:
+        event.remove(engine, "before_cursor_execute", log)
+    sent = [q for q in seen if not q.startswith("BEGIN")]  # SQLite's own BEGIN IMMEDIATE
+    assert len(sent) == 1 and sent[0].startswith("SELECT") and "organisation" in sent[0]
+
+
+def test_detached_objects_are_never_flushed(session: Session, world: Any) -> None:
+    """A run's context is read into no session: changing it (or mirroring a command's values
+    on it) writes nothing; only the command's own statements do."""
+    run_id = next(iter(world.runs.values()))
+    with Session(session.get_bind()) as s:
+        ctx = load_run(s, run_id, None, with_facts=True)
+        state = instance_state(ctx.run)
+        assert state.session_id is None and state.key == (Run, (run_id,), None)
+        assert isinstance(ctx.campaign, Campaign) and ctx.loaded_facts is not None
+        mirror(ctx.run, {"stage": "elsewhere"})
+        ctx.org.name = "改过的名字"
+        s.commit()
+        assert ctx.run.stage == "elsewhere"
+    with Session(session.get_bind()) as s:
+        again = load_run(s, run_id, None)
+        assert again.run.stage != "elsewhere" and again.org.name != "改过的名字"
+
+
+def test_detached_keeps_every_column(session: Session) -> None:
+    orgs = make_tree(session)
+    session.commit()
+    (row,) = rows(session.connection(), BY_ID, {"id": orgs["S2"].id})
+    org = detached(Organisation, ORG.c.keys(), row)
+    assert org.code == "S2" and org.path == orgs["S2"].path
+    assert org.model_dump()["name"] == orgs["S2"].name
