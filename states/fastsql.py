@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import JSON, CursorResult, Integer, any_, bindparam
+from sqlalchemy import JSON, CursorResult, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -65,7 +65,7 @@ class Prepared:
     """A Core statement, compiled once per process for PostgreSQL (`rows`, `rowcount`).
 
     `per_dialect(name)`, if given, builds the statement for a dialect instead (for example
-    `= ANY(array)` on PostgreSQL where SQLite needs an expanding IN list: `in_ids`)."""
+    `= ANY(array)` on PostgreSQL where SQLite needs an expanding IN list: `in_list`)."""
 
     __slots__ = ("_pg", "_ready", "per_dialect", "stmt")
 
@@ -84,11 +84,11 @@ class Prepared:
         return self._pg
 
 
-def in_ids(column: Any, name: str, dialect: str) -> Any:
-    """`column` is one of the integers given as list parameter `name`: one array parameter on
+def in_list(column: Any, name: str, dialect: str) -> Any:
+    """`column` is one of the values given as list parameter `name`: one array parameter on
     PostgreSQL (so the statement compiles once), an expanding IN list elsewhere."""
     if dialect == "postgresql":
-        return column == any_(bindparam(name, type_=ARRAY(Integer)))
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
     return column.in_(bindparam(name, expanding=True))
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import String, bindparam, cast, func, insert, literal, or_, union_all
 from sqlalchemy import select as sa_select
@@ -21,7 +21,7 @@ from states import audit
 from states.campaigns import template_by_digest
 from states.catalog import DONE, Template
 from states.errors import ConcurrentUpdate, Conflict, Forbidden, NotFound
-from states.fastsql import Prepared, detached, json_rows, mirror, rows
+from states.fastsql import Prepared, detached, in_list, json_rows, mirror, rows
 from states.members.models import ACTIVE, Member
 from states.models import (
     Campaign,
@@ -427,12 +427,23 @@ def resolve_chain(session: Session, ctx: RunContext, kind: str) -> list[int]:
     return chain
 
 
+class _LineOrg(NamedTuple):
+    id: int
+    code: str
+    kind: str
+    path: str
+
+
 @cache
-def _line_query() -> Any:
+def _line_query() -> Prepared:
     """Built once: organisations by code, and the campaign's root, as plain rows."""
-    o = Organisation.__table__  # type: ignore[attr-defined]
+    return Prepared(None, _line_for)
+
+
+def _line_for(dialect: str) -> Any:
+    o = _ORG
     return sa_select(o.c.id, o.c.code, o.c.kind, o.c.path).where(
-        or_(o.c.code.in_(bindparam("codes", expanding=True)), o.c.id == bindparam("root"))
+        or_(in_list(o.c.code, "codes", dialect), o.c.id == bindparam("root"))
     )
 
 
@@ -441,7 +452,8 @@ def _line_within(session: Session, ctx: RunContext) -> list[Any]:
     `code`, `kind`, `path`): one query."""
     codes = path_codes(ctx.org.path)[:-1]
     params = {"codes": codes, "root": ctx.campaign.root_org_id}
-    by_code = {o.code: o for o in session.connection().execute(_line_query(), params)}
+    found = rows(session.connection(), _line_query(), params)
+    by_code = {o.code: o for o in (_LineOrg(*r) for r in found)}
     root = next(o for o in by_code.values() if o.id == ctx.campaign.root_org_id)
     return [
         by_code[c]

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.base import instance_state
 from sqlmodel import Session
 
-from states.fastsql import Prepared, detached, in_ids, mirror, rowcount, rows
+from states.fastsql import Prepared, detached, in_list, mirror, rowcount, rows
 from states.models import Campaign, Organisation, OutboxMessage, Run
 from states.run_core import load_run
 from tests.factories import make_tree
@@ -72,11 +72,11 @@ def test_python_side_defaults_go_through_sqlalchemy(session: Session) -> None:
     assert got[1] is not None
 
 
-def test_in_ids_takes_a_list_on_both_backends(session: Session) -> None:
+def test_in_list_takes_a_list_on_both_backends(session: Session) -> None:
     orgs = make_tree(session)
     session.commit()
     want = sorted(orgs[c].id or 0 for c in ("S1", "S2", "H2"))
-    q = Prepared(None, lambda d: select(ORG.c.id).where(in_ids(ORG.c.id, "ids", d)))
+    q = Prepared(None, lambda d: select(ORG.c.id).where(in_list(ORG.c.id, "ids", d)))
     assert sorted(r[0] for r in rows(session.connection(), q, {"ids": want})) == want
     assert rows(session.connection(), q, {"ids": []}) == []
 

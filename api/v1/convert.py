@@ -7,13 +7,13 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import literal, union_all
+from sqlalchemy import literal, null, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from api import schemas as S
 from states.catalog import DONE, Template
-from states.fastsql import Prepared, in_ids, rows
+from states.fastsql import Prepared, in_list, rows
 from states.models import Campaign, Decision, Organisation, Request, Run, User
 from states.runs import STATUS_LABELS
 from states.timeutil import local_date, utcnow
@@ -92,47 +92,36 @@ _O = Organisation.__table__  # type: ignore[attr-defined]
 
 
 @cache
-def _decisions_query() -> Prepared:
-    """Built once: the decisions on some requests, each with its decider's name."""
-    return Prepared(None, _decisions_for)
+def _bodies_query() -> Prepared:
+    """Built once: what request bodies name, in one statement: the decisions (`d`) with
+    their deciders' names, the chains' organisations (`o`) and the requesters (`u`)."""
+    return Prepared(None, _bodies_for)
 
 
-def _decisions_for(dialect: str) -> Any:
-    return (
-        sa_select(
-            _D.c.request_id,
-            _D.c.step,
-            _D.c.org_id,
-            _D.c.decided_by,
-            _U.c.display_name,
-            _D.c.outcome,
-            _D.c.opinion,
-            _D.c.created_at,
-        )
-        .select_from(_D.outerjoin(_U, _U.c.id == _D.c.decided_by))
-        .where(in_ids(_D.c.request_id, "ids", dialect))
-        .order_by(_D.c.request_id, _D.c.step)
+def _bodies_for(dialect: str) -> Any:
+    decisions = sa_select(
+        literal("d").label("k"),
+        _D.c.request_id,
+        _D.c.step,
+        _D.c.org_id,
+        _D.c.decided_by,
+        _U.c.display_name,
+        _D.c.outcome,
+        _D.c.opinion,
+        _D.c.created_at,
+    ).select_from(_D.outerjoin(_U, _U.c.id == _D.c.decided_by))
+    none = [null()] * 3
+    orgs = sa_select(literal("o"), _O.c.id, *none, _O.c.name, _O.c.code, _O.c.kind, null())
+    users = sa_select(literal("u"), _U.c.id, *none, _U.c.display_name, *none)
+    return union_all(
+        decisions.where(in_list(_D.c.request_id, "ids", dialect)),
+        orgs.where(in_list(_O.c.id, "org_ids", dialect)),
+        users.where(in_list(_U.c.id, "user_ids", dialect)),
     )
-
-
-@cache
-def _names_query() -> Prepared:
-    """Built once: organisations (`o`) and users (`u`) by id, in one statement."""
-    return Prepared(None, _names_for)
-
-
-def _names_for(dialect: str) -> Any:
-    orgs = sa_select(literal("o").label("k"), _O.c.id, _O.c.code, _O.c.name, _O.c.kind).where(
-        in_ids(_O.c.id, "org_ids", dialect)
-    )
-    users = sa_select(literal("u"), _U.c.id, literal(""), _U.c.display_name, literal("")).where(
-        in_ids(_U.c.id, "user_ids", dialect)
-    )
-    return union_all(orgs, users)
 
 
 def _decision_out(row: Any, unknown: S.UserBrief) -> S.DecisionOut:
-    _rid, step, org_id, by, name, outcome, opinion, at = row
+    _k, _rid, step, org_id, by, name, outcome, opinion, at = row
     decider = S.UserBrief(id=by, display_name=name) if name is not None else unknown
     return S.DecisionOut(
         step=step,
@@ -145,26 +134,23 @@ def _decision_out(row: Any, unknown: S.UserBrief) -> S.DecisionOut:
 
 
 def requests_out(session: Session, reqs: Sequence[Request]) -> list[S.RequestOut]:
-    """Return response bodies for requests with two queries in all (decisions with their
-    deciders; the chains' organisations with the requesters)."""
+    """Return response bodies for requests with one query in all (`_bodies_query`)."""
     if not reqs:
         return []
     unknown = S.UserBrief(id=0, display_name="（未知）")
-    decisions: dict[int, list[S.DecisionOut]] = {}
-    conn = session.connection()  # Core statements: no ORM execution around them
-    for row in rows(conn, _decisions_query(), {"ids": [r.id for r in reqs]}):
-        decisions.setdefault(row[0], []).append(_decision_out(row, unknown))
     params = {
+        "ids": [r.id for r in reqs],
         "org_ids": sorted({o for r in reqs for o in r.chain}),
         "user_ids": sorted({r.requested_by for r in reqs}),
     }
-    orgs: dict[int, S.OrgBrief] = {}
-    users: dict[int, S.UserBrief] = {}
-    for k, i, code, name, kind in rows(conn, _names_query(), params):
-        if k == "o":
-            orgs[i] = S.OrgBrief(id=i, code=code, name=name, kind=kind)
-        else:
-            users[i] = S.UserBrief(id=i, display_name=name)
+    found = rows(session.connection(), _bodies_query(), params)
+    decisions: dict[int, list[S.DecisionOut]] = {}
+    for row in sorted((r for r in found if r[0] == "d"), key=lambda r: (r[1], r[2])):
+        decisions.setdefault(row[1], []).append(_decision_out(row, unknown))
+    orgs = {
+        r[1]: S.OrgBrief(id=r[1], code=r[6], name=r[5], kind=r[7]) for r in found if r[0] == "o"
+    }
+    users = {r[1]: S.UserBrief(id=r[1], display_name=r[5]) for r in found if r[0] == "u"}
     return [_request_out(r, orgs, users.get(r.requested_by, unknown), decisions) for r in reqs]
 
 
