@@ -94,7 +94,7 @@ def test_statements_per_command(engine: Engine, backend: str) -> None:
 
 
 #: Statements per HTTP call on PostgreSQL: the bearer token (one autocommitted read), the
-#: command, and the response body (two reads).
+#: command, and the response body (one read).
 HTTP_CEILINGS = {"request": 1 + 4 + 1, "approve": 1 + 2 + 1}
 
 
