@@ -12,7 +12,17 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, bindparam, cast, func, insert, literal, or_, union_all
+from sqlalchemy import (
+    String,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    union_all,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -65,6 +75,9 @@ class RunContext:
     approver: tuple[int, str, str] | None = None
     #: The facts of the stage the run was loaded at, when loaded with it (`facts`).
     loaded_facts: tuple[str, RunFacts] | None = None
+    #: An id drawn for a request this command may open (`load_run(new_request=True)`, on
+    #: PostgreSQL): the request is then inserted with the command's other writes.
+    new_request_id: int | None = None
 
 
 def finish(session: Session, ctx: RunContext, now: datetime | None = None) -> None:
@@ -158,11 +171,20 @@ def _request_query() -> Prepared:
 
 
 @cache
-def _run_query(lock: bool, with_facts: bool) -> Prepared:
+def _run_query(lock: bool, with_facts: bool, new_request: bool = False) -> Prepared:
     stmt = _context_query().where(_RUN.c.id == bindparam("run_id"))
     if with_facts:
         stmt = stmt.add_columns(*_facts_columns())
-    return Prepared(stmt.with_for_update(of=_RUN) if lock else stmt)
+    stmt = stmt.with_for_update(of=_RUN) if lock else stmt
+    if not new_request:
+        return Prepared(stmt)
+    return Prepared(
+        stmt, lambda d: stmt.add_columns(_NEXT_REQUEST_ID) if d == "postgresql" else stmt
+    )
+
+
+#: A request id drawn from its sequence with the context (PostgreSQL only).
+_NEXT_REQUEST_ID = func.nextval(literal_column("'request_id_seq'"))
 
 
 def load_request(session: Session, request_id: int, actor: Actor) -> tuple[Request, RunContext]:
@@ -188,13 +210,19 @@ def load_run(
     *,
     lock: bool = False,
     with_facts: bool = False,
+    new_request: bool = False,
 ) -> RunContext:
-    """Return the run's context (`with_facts`: and its stage's facts, in the same query);
-    NotFound if missing or outside the actor's reach."""
-    found = rows(session.connection(), _run_query(lock, with_facts), {"run_id": run_id})
+    """Return the run's context; NotFound if missing or outside the actor's reach. In the
+    same query: `with_facts`, its stage's facts; `new_request`, an id for a request the
+    command may open (PostgreSQL; `insert_request`)."""
+    stmt = _run_query(lock, with_facts, new_request)
+    found = rows(session.connection(), stmt, {"run_id": run_id})
     if not found or (actor is not None and not actor.reaches(found[0][_ORG_PATH])):
         raise NotFound("该创建进度不存在", details={"run_id": run_id})
-    return _context(session, found[0], with_facts)[0]
+    ctx, at = _context(session, found[0], with_facts)
+    if at < len(found[0]):
+        ctx.new_request_id = int(found[0][at])
+    return ctx
 
 
 #: Where the organisation's path is in a row of `_context_query`.
@@ -220,6 +248,14 @@ def cas(session: Session, ctx: RunContext, **values: Any) -> None:
     mirror(ctx.run, values)
 
 
+def _insert_request_now(session: Session, values: dict[str, Any]) -> int:
+    try:
+        ((rid,),) = rows(session.connection(), _request_insert(tuple(sorted(values))), values)
+    except IntegrityError as exc:
+        raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
+    return int(rid)
+
+
 @cache
 def _request_insert(keys: tuple[str, ...]) -> Prepared:
     t = _REQUEST
@@ -227,13 +263,16 @@ def _request_insert(keys: tuple[str, ...]) -> Prepared:
     return Prepared(insert(t).values(**values).returning(t.c.id))
 
 
-def insert_request(session: Session, values: dict[str, Any]) -> Request:
-    """Insert a request (a statement built once per set of columns); the request, detached."""
-    try:
-        ((rid,),) = rows(session.connection(), _request_insert(tuple(sorted(values))), values)
-    except IntegrityError as exc:
-        raise ConcurrentUpdate("该事项刚被他人处理，请刷新后重试") from exc
-    row = dict.fromkeys(_REQUEST.c.keys()) | values | {"id": int(rid)}
+def insert_request(session: Session, ctx: RunContext, values: dict[str, Any]) -> Request:
+    """A new request for the run, detached: with an id drawn with the context, written with
+    the command's other writes (`finish`); else inserted now (a statement built once per set
+    of columns)."""
+    if ctx.new_request_id is not None:
+        rid, ctx.new_request_id = ctx.new_request_id, None
+        ctx.writes.new_request = {"id": rid, **values}
+    else:
+        rid = _insert_request_now(session, values)
+    row = dict.fromkeys(_REQUEST.c.keys()) | values | {"id": rid}
     return detached(Request, list(row), list(row.values()))
 
 

@@ -40,6 +40,7 @@ from states.models import (
 class Writes:
     """What one command will write; `apply` sends it."""
 
+    new_request: dict[str, Any] | None = None  # a request to insert, its id already drawn
     run_values: dict[str, Any] | None = None  # the compare-and-set on the run (None: none)
     request: tuple[Request, dict[str, Any]] | None = None  # still pending at its step
     decision: dict[str, Any] | None = None
@@ -48,13 +49,14 @@ class Writes:
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
     def clear(self) -> None:
-        self.run_values, self.request, self.decision = None, None, None
+        self.new_request, self.run_values, self.request, self.decision = None, None, None, None
         self.resolve, self.events, self.outbox = {}, [], []
 
     @property
     def empty(self) -> bool:
         return not (
-            self.run_values is not None
+            self.new_request
+            or self.run_values is not None
             or self.request
             or self.decision
             or self.resolve
@@ -161,6 +163,8 @@ Step = tuple[str, Any, dict[str, Any], ConcurrentUpdate | None]
 
 def _plan(run: Run, w: Writes, now: datetime) -> tuple[list[Step], dict[str, Any]]:
     steps: list[Step] = []
+    if w.new_request is not None:
+        steps.append(_insert_step("w_new_request", Request, [w.new_request]))
     if w.request is not None:
         steps.append(_request_step(*w.request))
     if w.decision is not None:

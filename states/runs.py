@@ -125,7 +125,7 @@ def _open_request(
         "comment": comment,
         "requested_deadline": requested_deadline,
     }
-    return insert_request(session, values)
+    return insert_request(session, ctx, values)
 
 
 def request_advance(
@@ -141,7 +141,7 @@ def request_advance(
 
     `now` (default: the clock) is when the request is made: approval SLAs count from it.
     """
-    ctx = load_run(session, run_id, actor, with_facts=True)
+    ctx = load_run(session, run_id, actor, with_facts=True, new_request=True)
     run = ctx.run
     if expected_version is not None and expected_version != run.version:
         raise ConcurrentUpdate("该创建进度已被他人更新，请刷新后重试")
