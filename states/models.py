@@ -431,7 +431,7 @@ class InboxItem(SQLModel, table=True):
     kind: str = Field(sa_type=String(64), nullable=False)
     title: str = Field(sa_type=String(200), nullable=False)
     body: str = Field(default="", sa_type=String(4000), nullable=False)
-    run_id: int | None = Field(default=None)
+    run_id: int | None = Field(default=None, index=True)  # a run's notices resolve by it
     org_id: int | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     read_at: datetime | None = _ts(nullable=True)
