@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -15,6 +16,7 @@ from bench.common import median
 from bench.http_cycle.constants import API
 from bench.http_cycle.cpu import Meter, _proc_table, cpu_split
 from bench.http_cycle.server import Server
+from bench.http_cycle.wire import Response, TransportError, Wire
 from bench.http_cycle.world import Target
 
 
@@ -35,15 +37,15 @@ def _slices(targets: Sequence[Target], clients: int) -> list[list[Target]]:
 
 
 async def _http_user(
-    client: httpx.AsyncClient, targets: Sequence[Target], deadline: float, tally: Tally
+    client: Wire, targets: Sequence[Target], deadline: float, tally: Tally
 ) -> None:
     clock = time.perf_counter
 
-    async def call(kind: str, path: str, token: str, expect: int) -> httpx.Response | None:
+    async def call(kind: str, path: str, token: str, expect: int) -> Response | None:
         t0 = clock()
         try:
-            r = await client.post(path, json={}, headers={"Authorization": f"Bearer {token}"})
-        except httpx.HTTPError as exc:
+            r = await client.request("POST", path, {"Authorization": f"Bearer {token}"}, b"{}")
+        except TransportError as exc:
             tally.errors[f"{kind}: {type(exc).__name__}"] += 1
             return None
         if r.status_code != expect:
@@ -71,12 +73,10 @@ async def _http_user(
 async def _drive_http(
     base: str, slices: Sequence[Sequence[Target]], seconds: float, meter: Meter
 ) -> tuple[float, list[Tally], dict[str, int], dict[str, int]]:
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    clients = [
-        httpx.AsyncClient(base_url=base, timeout=60, limits=limits, trust_env=False) for _ in slices
-    ]
+    url = urlsplit(base)
+    clients = [Wire(url.hostname or "127.0.0.1", url.port or 80) for _ in slices]
     try:
-        await asyncio.gather(*(c.get("/healthz") for c in clients))  # connect before the clock
+        await asyncio.gather(*(c.request("GET", "/healthz") for c in clients))  # connected
         tallies = [Tally() for _ in slices]
         before = meter.snap()
         start = time.perf_counter()
@@ -89,7 +89,7 @@ async def _drive_http(
         after = meter.snap()
         return start, tallies, before, after
     finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
+        await asyncio.gather(*(c.close() for c in clients))
 
 
 def healthz_ms(base: str, n: int = 50) -> float:

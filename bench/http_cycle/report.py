@@ -66,7 +66,7 @@ def render(meta: dict[str, Any]) -> str:
         "**Cycle.** The branch secretary's `POST /api/v1/runs/{id}/requests` (201), then the "
         "parent committee member's `POST /api/v1/requests/{id}/approve` (200), each with its own "
         "bearer token; **each POST counts as one state-changing call**. Each client (one "
-        "`httpx.AsyncClient`, one keep-alive connection; all clients in one asyncio loop in the "
+        "keep-alive connection of `bench/http_cycle/wire.py`, responses parsed by httptools; all clients in one asyncio loop in the "
         "benchmark process) works through its own runs, one cycle per run, so clients never "
         "conflict; any non-2xx or transport error counts as an error. Database "
         f"`{a['db']}`, fresh: root → {a['committees']} committees (党总支) → "
