@@ -1,10 +1,11 @@
 """Runs: requests to advance, approvals up the tree, returns, withdrawals, extensions.
 
 Every change to a run is a compare-and-set on `run.version` (or a row lock for evidence), and
-the change, its audit event and its outbox rows are flushed into the caller's transaction:
-they commit together or not at all (see `states.db.unit_of_work`). The shared core (loading a
-run, the compare-and-set, audit and outbox helpers) is `states.run_core`; evidence is
-`states.evidence` (`record_evidence` is re-exported here).
+the change, its audit event and its outbox rows are sent in one write in the caller's
+transaction (`states.run_writes`): they commit together or not at all (see
+`states.db.unit_of_work`). The shared core (loading a run's context with its facts, the
+compare-and-set, audit and outbox helpers) is `states.run_core`, its statements compiled once
+(`states.fastsql`); evidence is `states.evidence` (`record_evidence` is re-exported here).
 """
 
 from __future__ import annotations
