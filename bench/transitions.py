@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col
 
 from bench.common import (
@@ -51,6 +51,7 @@ from bench.common import (
     migrated_engine,
     note,
 )
+from bench.http_cycle.cpu import CLK_TCK, cpu_snapshot
 from states.campaigns import launch_campaign
 from states.db import make_engine, unit_of_work
 from states.models import AuditEvent, OutboxMessage, Request, Role, Run
@@ -255,7 +256,10 @@ def run_ours(
 ) -> dict[str, Any]:
     checkpoint(engine)
     timer = time_threads if workers == "thread" else time_processes
+    db = make_url(url).database or ""
+    before = cpu_snapshot([], db)
     t = timer(url, actor, request_ids, conns)
+    pg_ticks = cpu_snapshot([], db)["pg"] - before["pg"]
     verify(engine, request_ids)
     n = len(request_ids)
     return {
@@ -266,6 +270,10 @@ def run_ours(
         "seconds": round(t["seconds"], 3),
         "tps": round(n / t["seconds"], 1),
         "client_cpu_ms": round(1000 * t["cpu"] / n, 3),
+        # PostgreSQL's CPU for the database's backends and the cluster's own processes
+        # (checkpointer, WAL writer) while ours ran (the baselines' is not separable from
+        # their set-up: they run as whole subprocesses).
+        "pg_cpu_ms": round(1000 * pg_ticks / CLK_TCK / n, 3),
     }
 
 
@@ -377,6 +385,11 @@ def summarize(results: list[dict[str, Any]], conns_list: Sequence[int]) -> list[
                     "min_tps": min(tps),
                     "max_tps": max(tps),
                     "median_client_cpu_ms": round(median([r["client_cpu_ms"] for r in rs]), 3),
+                    **(
+                        {"median_pg_cpu_ms": round(median([r["pg_cpu_ms"] for r in rs]), 3)}
+                        if "pg_cpu_ms" in rs[0]
+                        else {}
+                    ),
                 }
             )
         for row in rows:
