@@ -22,6 +22,7 @@ from sqlalchemy import JSON, CursorResult, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.sql import Executable
@@ -166,7 +167,10 @@ def detached(model: type[T], keys: Sequence[str], values: Sequence[Any]) -> T:
     """An instance of the mapped `model` holding `values`, as the ORM would load it, but in no
     session (detached, with its identity key): built in microseconds where ORM loading takes
     a hundred. Writes to it are never flushed; commands send their own statements."""
-    obj = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    manager = model._sa_class_manager  # type: ignore[attr-defined]
+    if not manager.mapper.configured:  # as the ORM's first query would (a fresh process)
+        configure_mappers()
+    obj = manager.new_instance()
     obj.__dict__.update(zip(keys, values, strict=True))
     instance_state(obj).key = (model, (obj.__dict__["id"],), None)
     return cast(T, obj)

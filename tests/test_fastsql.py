@@ -3,7 +3,10 @@ through SQLAlchemy (SQLite), give the same rows, the same errors and the same ev
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,3 +127,24 @@ def test_detached_keeps_every_column(session: Session) -> None:
     org = detached(Organisation, ORG.c.keys(), row)
     assert org.code == "S2" and org.path == orgs["S2"].path
     assert org.model_dump()["name"] == orgs["S2"].name
+
+
+def test_a_fresh_process_reads_a_context_before_any_orm_query(session: Session, world: Any) -> None:
+    """A server process whose first request is a command builds its objects before the ORM
+    ever ran a query: the mappers are configured then, not by an earlier query."""
+    run_id = next(iter(world.runs.values()))
+    url = session.get_bind().url.render_as_string(hide_password=False)
+    code = (
+        "import sys\n"
+        "from sqlmodel import Session\n"
+        "from states.db import make_engine\n"
+        "from states.run_core import load_run\n"
+        f"with Session(make_engine({url!r})) as s:\n"
+        f"    print(load_run(s, {run_id}, None).campaign.template_version_id)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().isdigit()
