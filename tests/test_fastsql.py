@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, event, insert, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.base import instance_state
 from sqlmodel import Session
@@ -133,7 +134,9 @@ def test_a_fresh_process_reads_a_context_before_any_orm_query(session: Session, 
     """A server process whose first request is a command builds its objects before the ORM
     ever ran a query: the mappers are configured then, not by an earlier query."""
     run_id = next(iter(world.runs.values()))
-    url = session.get_bind().url.render_as_string(hide_password=False)
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    url = engine.url.render_as_string(hide_password=False)
     code = (
         "import sys\n"
         "from sqlmodel import Session\n"
