@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     String,
+    any_,
     bindparam,
     cast,
     func,
@@ -62,6 +63,13 @@ STATUS_LABELS = {
 }
 
 
+class _LineOrg(NamedTuple):
+    id: int
+    code: str
+    kind: str
+    path: str
+
+
 @dataclass
 class RunContext:
     """A run with everything needed to decide on it."""
@@ -78,6 +86,9 @@ class RunContext:
     #: An id drawn for a request this command may open (`load_run(new_request=True)`, on
     #: PostgreSQL): the request is then inserted with the command's other writes.
     new_request_id: int | None = None
+    #: The organisations along the run's path and the campaign's root, loaded with the
+    #: context for a command that may open a request (`resolve_chain`).
+    loaded_line: list[_LineOrg] | None = None
 
 
 def finish(session: Session, ctx: RunContext, now: datetime | None = None) -> None:
@@ -178,13 +189,27 @@ def _run_query(lock: bool, with_facts: bool, new_request: bool = False) -> Prepa
     stmt = stmt.with_for_update(of=_RUN) if lock else stmt
     if not new_request:
         return Prepared(stmt)
-    return Prepared(
-        stmt, lambda d: stmt.add_columns(_NEXT_REQUEST_ID) if d == "postgresql" else stmt
-    )
+    opening = stmt.add_columns(_NEXT_REQUEST_ID, _line_column())
+    return Prepared(stmt, lambda d: opening if d == "postgresql" else stmt)
 
 
 #: A request id drawn from its sequence with the context (PostgreSQL only).
 _NEXT_REQUEST_ID = func.nextval(literal_column("'request_id_seq'"))
+
+
+def _line_column() -> Any:
+    """The organisations named along the run's organisation's path (the campaign's root is
+    one of them: a run's organisation is in its campaign's subtree), as one JSON array of
+    (id, code, kind, path): what `_line_within` would read. PostgreSQL: the path split into
+    codes, each looked up by the unique index on `code`."""
+    o = _ORG.alias("line")
+    # The path's "C" collation would carry over to its codes and keep `code`'s index unused.
+    codes = func.string_to_array(_ORG.c.path.collate("default"), literal("/"))
+    return (
+        sa_select(json_rows(o.c.id, o.c.code, o.c.kind, o.c.path))
+        .where(o.c.code == any_(codes))
+        .scalar_subquery()
+    )
 
 
 def load_request(session: Session, request_id: int, actor: Actor) -> tuple[Request, RunContext]:
@@ -220,8 +245,9 @@ def load_run(
     if not found or (actor is not None and not actor.reaches(found[0][_ORG_PATH])):
         raise NotFound("该创建进度不存在", details={"run_id": run_id})
     ctx, at = _context(session, found[0], with_facts)
-    if at < len(found[0]):
+    if at < len(found[0]):  # `new_request` on PostgreSQL
         ctx.new_request_id = int(found[0][at])
+        ctx.loaded_line = [_LineOrg(*o) for o in _json(found[0][at + 1])]
     return ctx
 
 
@@ -466,13 +492,6 @@ def resolve_chain(session: Session, ctx: RunContext, kind: str) -> list[int]:
     return chain
 
 
-class _LineOrg(NamedTuple):
-    id: int
-    code: str
-    kind: str
-    path: str
-
-
 @cache
 def _line_query() -> Prepared:
     """Built once: organisations by code, and the campaign's root, as plain rows."""
@@ -490,9 +509,11 @@ def _line_within(session: Session, ctx: RunContext) -> list[Any]:
     """The run's ancestors inside the campaign's subtree, nearest first (rows with `id`,
     `code`, `kind`, `path`): one query."""
     codes = path_codes(ctx.org.path)[:-1]
-    params = {"codes": codes, "root": ctx.campaign.root_org_id}
-    found = rows(session.connection(), _line_query(), params)
-    by_code = {o.code: o for o in (_LineOrg(*r) for r in found)}
+    found = ctx.loaded_line
+    if found is None:
+        params = {"codes": codes, "root": ctx.campaign.root_org_id}
+        found = [_LineOrg(*r) for r in rows(session.connection(), _line_query(), params)]
+    by_code = {o.code: o for o in found}
     root = next(o for o in by_code.values() if o.id == ctx.campaign.root_org_id)
     return [
         by_code[c]

@@ -37,7 +37,7 @@ from tests.test_runs import World
 #: Ceilings per command and backend (statements sent by the driver in its transaction).
 CEILINGS = {
     "record_evidence": {"sqlite": 7, "postgresql": 5},
-    "request_advance": {"sqlite": 7, "postgresql": 3},
+    "request_advance": {"sqlite": 7, "postgresql": 2},
     "approve": {"sqlite": 8, "postgresql": 2},
 }
 
@@ -95,7 +95,7 @@ def test_statements_per_command(engine: Engine, backend: str) -> None:
 
 #: Statements per HTTP call on PostgreSQL: the bearer token (one autocommitted read), the
 #: command, and the response body (one read).
-HTTP_CEILINGS = {"request": 1 + 3 + 1, "approve": 1 + 2 + 1}
+HTTP_CEILINGS = {"request": 1 + 2 + 1, "approve": 1 + 2 + 1}
 
 
 def test_statements_per_http_call(pg_engine: Engine) -> None:
