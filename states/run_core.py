@@ -514,7 +514,9 @@ def _line_within(session: Session, ctx: RunContext) -> list[Any]:
         params = {"codes": codes, "root": ctx.campaign.root_org_id}
         found = [_LineOrg(*r) for r in rows(session.connection(), _line_query(), params)]
     by_code = {o.code: o for o in found}
-    root = next(o for o in by_code.values() if o.id == ctx.campaign.root_org_id)
+    root = next((o for o in by_code.values() if o.id == ctx.campaign.root_org_id), None)
+    if root is None:  # the organisation moved out of the campaign's subtree: no approver
+        return []
     return [
         by_code[c]
         for c in reversed(codes)
