@@ -81,18 +81,38 @@ def dispose_engines() -> None:
 
 
 def read_only(engine: Engine) -> Engine:
-    """Return `engine` for reading only: on SQLite its transactions don't take the write lock."""
+    """Return `engine` for reading only: on SQLite its transactions don't take the write lock;
+    on PostgreSQL they are READ ONLY transactions (the server refuses any write in them)."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(**{READ_ONLY: True}, postgresql_readonly=True)
     return engine.execution_options(**{READ_ONLY: True})
 
 
 @contextmanager
 def read_session(engine: Engine | None = None) -> Iterator[Session]:
-    """Yield a session for reads; it never commits anything."""
+    """Yield a session for reads; it writes nothing.
+
+    On PostgreSQL its transaction is READ ONLY and ends with COMMIT on the driver's connection
+    (no ORM flush): a ROLLBACK would make psycopg drop every statement it has prepared on that
+    pooled connection, and the next commands on it would be planned afresh. Elsewhere, and
+    after an error, it rolls back."""
     with Session(read_only(engine or get_engine()), expire_on_commit=False) as session:
         try:
             yield session
-        finally:
+        except BaseException:
             session.rollback()
+            raise
+        _end_read(session)
+
+
+def _end_read(session: Session) -> None:
+    if session.get_transaction() is not None:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            dbapi.commit()  # READ ONLY: nothing to write; its prepared statements kept
+    session.rollback()  # the session's own state (nothing left to roll back on PostgreSQL)
 
 
 @contextmanager

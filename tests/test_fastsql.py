@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, insert, select
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm.base import instance_state
 from sqlmodel import Session
 
+from states.db import make_engine, read_session
 from states.fastsql import Prepared, detached, in_list, mirror, rowcount, rows
 from states.models import Campaign, Organisation, OutboxMessage, Run
 from states.run_core import load_run
@@ -151,3 +152,26 @@ def test_a_fresh_process_reads_a_context_before_any_orm_query(session: Session, 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().isdigit()
+
+
+def test_a_read_session_keeps_the_connections_prepared_statements(pg_engine: Engine) -> None:
+    """A page's read ends without ROLLBACK on PostgreSQL: psycopg drops every statement it has
+    prepared on a connection at ROLLBACK, and the next commands on it would be planned afresh.
+    Its transaction is READ ONLY, so ending it with COMMIT cannot write anything."""
+    engine = make_engine(pg_engine.url.render_as_string(hide_password=False), pool_size=1)
+    try:
+        with Session(engine) as s:
+            make_tree(s)
+            s.commit()
+        for _ in range(6):  # psycopg prepares a statement on its fifth execution
+            with read_session(engine) as s:
+                rows(s.connection(), BY_ID, {"id": 1})
+        with engine.connect() as conn:
+            prepared = conn.connection.dbapi_connection._prepared  # type: ignore[union-attr]
+            assert any(b"FROM organisation" in key[0] for key in prepared._names)
+        with pytest.raises(DBAPIError, match="read-only transaction"), read_session(engine) as s:
+            s.execute(update(ORG).values(name="改名"))
+        with read_session(engine) as s:
+            assert "改名" not in {r[0] for r in s.execute(select(ORG.c.name))}
+    finally:
+        engine.dispose()
