@@ -19,22 +19,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sqlmodel import Session
-
 from bench.common import (
-    ROOT_CODE,
-    TreeShape,
-    analyze,
-    build_tree,
     drop_pg,
-    fresh_pg,
-    make_actor,
-    migrated_engine,
     note,
 )
-from bench.transitions import _approve_all, _warm, launch, prepare_campaign
+from bench.transitions import _approve_all, _warm, pending_approvals
 from states.db import make_engine
-from states.models import Role
 
 
 def top_lines(raw: Path, limit: int = 12) -> dict[str, list[tuple[str, float]]]:
@@ -68,15 +58,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/approve-profile")
     ap.add_argument("--gil", action="store_true", help="sample only threads holding the GIL (CPU)")
     args = ap.parse_args()
-    url = fresh_pg("bench_profile")
-    engine = migrated_engine(url)
-    build_tree(engine, TreeShape(branches=args.n, branches_per_general=50))
-    with Session(engine, expire_on_commit=False) as s:
-        requester = make_actor(s, "bench-requester", ROOT_CODE, Role.COMMITTEE)
-        approver = make_actor(s, "bench-approver", ROOT_CODE, Role.ADMIN)
-    (cid,) = launch(url, ["profile"])
-    ids = prepare_campaign(url, requester.user_id, cid)
-    analyze(engine, "run", "request", "evidence", "audit_event", "outbox", "decision")
+    url, engine, approver, ids = pending_approvals("bench_profile", args.n, "profile")
     work = make_engine(url)
     _warm(work, 1)
     _approve_all(work, approver, ids[:50])  # per-process caches warm, as in a running service

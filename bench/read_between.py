@@ -19,21 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from bench.common import (
-    ROOT_CODE,
-    TreeShape,
-    analyze,
-    build_tree,
     drop_pg,
-    fresh_pg,
-    make_actor,
-    migrated_engine,
 )
-from bench.transitions import launch, prepare_campaign
+from bench.transitions import pending_approvals
 from states.db import make_engine, read_session, unit_of_work
-from states.models import Role
 from states.runs import approve, load_request
 from states.users import Actor
 
@@ -82,15 +73,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=400)
     args = ap.parse_args()
-    url = fresh_pg("bench_read_between")
-    engine = migrated_engine(url)
-    build_tree(engine, TreeShape(branches=2 * args.n + 50, branches_per_general=50))
-    with Session(engine, expire_on_commit=False) as s:
-        requester = make_actor(s, "bench-requester", ROOT_CODE, Role.COMMITTEE)
-        approver = make_actor(s, "bench-approver", ROOT_CODE, Role.ADMIN)
-    (cid,) = launch(url, ["read-between"])
-    ids = prepare_campaign(url, requester.user_id, cid)
-    analyze(engine, "run", "request", "evidence", "audit_event", "outbox", "decision")
+    url, engine, approver, ids = pending_approvals(
+        "bench_read_between", 2 * args.n + 50, "read-between"
+    )
     one = make_engine(url, pool_size=1, max_overflow=0)
     try:
         for row in measure(one, approver, ids, args.n):

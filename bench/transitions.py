@@ -133,6 +133,24 @@ def prepare_all(url: str, requester_id: int, labels: Sequence[str], procs: int) 
         return pool.map(_prepare_child, jobs, chunksize=1)
 
 
+def pending_approvals(
+    dbname: str, branches: int, label: str
+) -> tuple[str, Engine, Actor, list[int]]:
+    """A fresh database `dbname` with one campaign over `branches` branches, every run with its
+    meeting and a pending advance request: its URL, a migrated engine, an approver (admin at
+    the root) and the pending request ids (for the profiling benches)."""
+    url = fresh_pg(dbname)
+    engine = migrated_engine(url)
+    build_tree(engine, TreeShape(branches=branches, branches_per_general=50))
+    with Session(engine, expire_on_commit=False) as s:
+        requester = make_actor(s, "bench-requester", ROOT_CODE, Role.COMMITTEE)
+        approver = make_actor(s, "bench-approver", ROOT_CODE, Role.ADMIN)
+    (cid,) = launch(url, [label])
+    ids = prepare_campaign(url, requester.user_id, cid)
+    analyze(engine, "run", "request", "evidence", "audit_event", "outbox", "decision")
+    return url, engine, approver, ids
+
+
 # --- the timed part --------------------------------------------------------------------------
 
 
