@@ -4,8 +4,9 @@
 
 Setup as in `bench.transitions` (one campaign over N×3 branches, each run with its meeting and
 a pending advance request; not timed). Then, on an engine whose pool holds one connection:
-N page-like reads alone (`load_request` in a `read_session`), N final approvals alone, and N
-pairs of one read then one approval. Prints wall and CPU milliseconds per item as JSON lines.
+N page-like reads alone (`load_request` in a `read_session`), N final approvals alone, N
+pairs of one read then one approval, and N pairs of one refused approval (409: already
+approved) then one approval. Prints wall and CPU milliseconds per item as JSON lines.
 A read that ended with ROLLBACK used to make psycopg drop the connection's prepared
 statements, so the approval after it was planned afresh: the pairs cost far more than the
 read plus the approval.
@@ -25,6 +26,7 @@ from bench.common import (
 )
 from bench.transitions import pending_approvals
 from states.db import make_engine, read_session, unit_of_work
+from states.errors import Conflict
 from states.runs import approve, load_request
 from states.users import Actor
 
@@ -59,13 +61,25 @@ def measure(engine: Engine, actor: Actor, ids: Sequence[int], n: int) -> list[di
         read(rid)
         decide(rid)
 
-    decide_ids, pair_ids = ids[1 + 30 : 1 + 30 + n], ids[1 + 30 + n : 1 + 30 + 2 * n]
+    def refused_then_decide(rid: int) -> None:
+        try:  # the first warm-up request, approved already: a 409 after the read
+            decide(ids[1])
+        except Conflict:
+            pass
+        else:
+            raise AssertionError("approving an approved request was not refused")
+        decide(rid)
+
+    decide_ids = ids[1 + 30 : 1 + 30 + n]
+    pair_ids = ids[1 + 30 + n : 1 + 30 + 2 * n]
+    refused_ids = ids[1 + 30 + 2 * n : 1 + 30 + 3 * n]
     for rid in ids[1 : 1 + 30]:  # warm: templates cached, statements prepared
         decide(rid)
     return [
         timed("read", decide_ids, read),
         timed("approve", decide_ids, decide),
         timed("read then approve", pair_ids, both),
+        timed("refused approve (409) then approve", refused_ids, refused_then_decide),
     ]
 
 
@@ -74,7 +88,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=400)
     args = ap.parse_args()
     url, engine, approver, ids = pending_approvals(
-        "bench_read_between", 2 * args.n + 50, "read-between"
+        "bench_read_between", 3 * args.n + 50, "read-between"
     )
     one = make_engine(url, pool_size=1, max_overflow=0)
     try:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
 from states.config import database_url
+from states.errors import DomainError
 
 READ_ONLY = "dangjian_read_only"
 T = TypeVar("T")
@@ -139,6 +140,9 @@ def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
     with Session(engine or get_engine(), expire_on_commit=False) as session:
         try:
             yield session
+        except DomainError:
+            _end_refused(session)
+            raise
         except BaseException:
             session.rollback()
             raise
@@ -149,6 +153,26 @@ def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
                 exc.during_commit = True  # type: ignore[attr-defined]
             session.rollback()
             raise
+
+
+def _end_refused(session: Session) -> None:
+    """End a transaction that a command refused (a 403, 404, 409 …). On PostgreSQL, when it
+    wrote nothing (no transaction id was assigned), with COMMIT instead of ROLLBACK: a
+    ROLLBACK makes psycopg drop every statement it has prepared on the pooled connection.
+    Anything written (a write whose checks failed afterwards) is rolled back as always."""
+    try:
+        if session.get_transaction() is not None:
+            conn = session.connection()
+            if conn.dialect.name == "postgresql" and conn.exec_driver_sql(_UNWRITTEN).scalar():
+                dbapi = conn.connection.dbapi_connection
+                assert dbapi is not None
+                dbapi.commit()
+    except Exception:  # an aborted transaction (a statement failed): roll back below
+        pass
+    session.rollback()  # nothing left to roll back after the COMMIT; the session's state
+
+
+_UNWRITTEN = "SELECT pg_current_xact_id_if_assigned() IS NULL"
 
 
 def retry_dead_connection(transaction: Callable[[], T]) -> T:

@@ -16,7 +16,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm.base import instance_state
 from sqlmodel import Session
 
-from states.db import make_engine, read_session
+from states.db import make_engine, read_session, unit_of_work
+from states.errors import Conflict
 from states.fastsql import Prepared, detached, in_list, mirror, rowcount, rows
 from states.models import Campaign, Organisation, OutboxMessage, Run
 from states.run_core import load_run
@@ -171,6 +172,32 @@ def test_a_read_session_keeps_the_connections_prepared_statements(pg_engine: Eng
             assert any(b"FROM organisation" in key[0] for key in prepared._names)
         with pytest.raises(DBAPIError, match="read-only transaction"), read_session(engine) as s:
             s.execute(update(ORG).values(name="改名"))
+        with read_session(engine) as s:
+            assert "改名" not in {r[0] for r in s.execute(select(ORG.c.name))}
+    finally:
+        engine.dispose()
+
+
+def test_a_refused_command_keeps_prepared_statements_and_undoes_its_writes(
+    pg_engine: Engine,
+) -> None:
+    """A command refused before it wrote anything (a 409 after its read) ends with COMMIT, so
+    the connection keeps its prepared statements; one refused after writing is rolled back."""
+    engine = make_engine(pg_engine.url.render_as_string(hide_password=False), pool_size=1)
+    try:
+        with Session(engine) as s:
+            make_tree(s)
+            s.commit()
+        for _ in range(6):
+            with pytest.raises(Conflict), unit_of_work(engine) as s:
+                rows(s.connection(), BY_ID, {"id": 1})
+                raise Conflict("已处理")
+        with engine.connect() as conn:
+            prepared = conn.connection.dbapi_connection._prepared  # type: ignore[union-attr]
+            assert any(b"FROM organisation" in key[0] for key in prepared._names)
+        with pytest.raises(Conflict), unit_of_work(engine) as s:
+            s.execute(update(ORG).values(name="改名"))
+            raise Conflict("写后才发现冲突")
         with read_session(engine) as s:
             assert "改名" not in {r[0] for r in s.execute(select(ORG.c.name))}
     finally:
