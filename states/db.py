@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from sqlalchemy import event
@@ -103,17 +103,27 @@ def read_session(engine: Engine | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
-        _end_read(session)
+        _commit_on_driver(session, unless_written=False)  # READ ONLY: nothing to write
+        session.rollback()  # the session's own state (nothing left to roll back on PostgreSQL)
 
 
-def _end_read(session: Session) -> None:
-    if session.get_transaction() is not None:
-        conn = session.connection()
-        if conn.dialect.name == "postgresql":
-            dbapi = conn.connection.dbapi_connection
-            assert dbapi is not None
-            dbapi.commit()  # READ ONLY: nothing to write; its prepared statements kept
-    session.rollback()  # the session's own state (nothing left to roll back on PostgreSQL)
+_UNWRITTEN = "SELECT pg_current_xact_id_if_assigned() IS NULL"
+
+
+def _commit_on_driver(session: Session, *, unless_written: bool) -> None:
+    """COMMIT the session's PostgreSQL transaction on the driver's connection (no ORM flush),
+    keeping the statements psycopg prepared on it (a ROLLBACK drops them all). With
+    `unless_written`, only if the transaction wrote nothing (no transaction id assigned)."""
+    if session.get_transaction() is None:
+        return
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        return
+    if unless_written and not conn.exec_driver_sql(_UNWRITTEN).scalar():
+        return
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    dbapi.commit()
 
 
 @contextmanager
@@ -160,19 +170,9 @@ def _end_refused(session: Session) -> None:
     wrote nothing (no transaction id was assigned), with COMMIT instead of ROLLBACK: a
     ROLLBACK makes psycopg drop every statement it has prepared on the pooled connection.
     Anything written (a write whose checks failed afterwards) is rolled back as always."""
-    try:
-        if session.get_transaction() is not None:
-            conn = session.connection()
-            if conn.dialect.name == "postgresql" and conn.exec_driver_sql(_UNWRITTEN).scalar():
-                dbapi = conn.connection.dbapi_connection
-                assert dbapi is not None
-                dbapi.commit()
-    except Exception:  # an aborted transaction (a statement failed): roll back below
-        pass
+    with suppress(Exception):  # an aborted transaction (a statement failed): roll back below
+        _commit_on_driver(session, unless_written=True)
     session.rollback()  # nothing left to roll back after the COMMIT; the session's state
-
-
-_UNWRITTEN = "SELECT pg_current_xact_id_if_assigned() IS NULL"
 
 
 def retry_dead_connection(transaction: Callable[[], T]) -> T:

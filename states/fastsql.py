@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import JSON, CursorResult, any_, bindparam
+from sqlalchemy import JSON, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -63,7 +63,7 @@ def _compile(stmt: Any, dialect: Dialect) -> _Compiled | None:
 
 
 class Prepared:
-    """A Core statement, compiled once per process for PostgreSQL (`rows`, `rowcount`).
+    """A Core statement, compiled once per process for PostgreSQL (run it with `rows`).
 
     `per_dialect(name)`, if given, builds the statement for a dialect instead (for example
     `= ANY(array)` on PostgreSQL where SQLite needs an expanding IN list: `in_list`)."""
@@ -148,19 +148,6 @@ def _processed(row: tuple[Any, ...], results: tuple[tuple[int, Processor], ...])
     for i, proc in results:
         out[i] = proc(out[i])
     return tuple(out)
-
-
-def rowcount(conn: Connection, prepared: Prepared, params: Mapping[str, Any]) -> int:
-    """The number of rows the statement (an UPDATE or DELETE without RETURNING) touched."""
-    c = _direct(conn, prepared)
-    if c is None:
-        stmt = prepared.statement(conn.dialect.name)
-        result = conn.execute(cast(Executable, stmt), dict(params))
-        return int(cast(CursorResult[Any], result).rowcount)
-    cursor = _send(conn, c, params)
-    count = int(cursor.rowcount)
-    cursor.close()
-    return count
 
 
 def detached(model: type[T], keys: Sequence[str], values: Sequence[Any]) -> T:

@@ -5,7 +5,6 @@ request primitives shared by `states.runs` (requests, approvals) and `states.evi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,16 +141,12 @@ def _facts_columns() -> list[Any]:
     return [evidence.scalar_subquery(), roster.scalar_subquery()]
 
 
-def _loaded_facts(ctx: RunContext, evidence: Any, roster: Any) -> tuple[str, RunFacts]:
+def _loaded_facts(ctx: RunContext, evidence: list[Any], roster: list[Any]) -> tuple[str, RunFacts]:
+    """The facts from the JSON columns (decoded by their type on both databases)."""
     counts: dict[tuple[str, str | None], int] = {}
-    for kind, subject in _json(evidence):
+    for kind, subject in evidence:
         counts[(kind, subject)] = counts.get((kind, subject), 0) + 1
-    return ctx.run.stage, _run_facts(ctx, counts, [(name, int(i)) for i, name in _json(roster)])
-
-
-def _json(value: Any) -> list[Any]:
-    """A JSON column's value: decoded by the driver, or still text (a scalar subquery's)."""
-    return json.loads(value) if isinstance(value, str) else value
+    return ctx.run.stage, _run_facts(ctx, counts, [(name, int(i)) for i, name in roster])
 
 
 def _context(
@@ -247,7 +242,7 @@ def load_run(
     ctx, at = _context(session, found[0], with_facts)
     if at < len(found[0]):  # `new_request` on PostgreSQL
         ctx.new_request_id = int(found[0][at])
-        ctx.loaded_line = [_LineOrg(*o) for o in _json(found[0][at + 1])]
+        ctx.loaded_line = [_LineOrg(*o) for o in found[0][at + 1]]
     return ctx
 
 

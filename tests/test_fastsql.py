@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from states.db import make_engine, read_session, unit_of_work
 from states.errors import Conflict
-from states.fastsql import Prepared, detached, in_list, mirror, rowcount, rows
+from states.fastsql import Prepared, detached, in_list, mirror, rows
 from states.models import Campaign, Organisation, OutboxMessage, Run
 from states.run_core import load_run
 from tests.factories import make_tree
@@ -68,12 +68,14 @@ def test_a_driver_error_is_sqlalchemys_and_leaves_nothing(session: Session) -> N
 def test_python_side_defaults_go_through_sqlalchemy(session: Session) -> None:
     """An insert that leaves a column to its Python-side default is not sent raw (the default
     would be lost): it still gets the default."""
-    stmt = insert(OUTBOX).values(
-        dedupe_key=bindparam("key"), event_kind="x", payload={}, status="pending"
+    stmt = (
+        insert(OUTBOX)
+        .values(dedupe_key=bindparam("key"), event_kind="x", payload={}, status="pending")
+        .returning(OUTBOX.c.id)
     )
     prepared = Prepared(stmt)
     assert prepared.compiled(session.get_bind().dialect) is None
-    rowcount(session.connection(), prepared, {"key": "k1"})
+    rows(session.connection(), prepared, {"key": "k1"})
     got = session.execute(select(OUTBOX.c.attempts, OUTBOX.c.created_at)).one()
     assert got[1] is not None
 
