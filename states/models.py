@@ -310,7 +310,8 @@ class Decision(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("request_id", "step", name="uq_decision_step"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    request_id: int = Field(foreign_key="request.id", nullable=False, index=True)
+    # Looked up by `uq_decision_step` (request_id leads it): no index of its own to keep up.
+    request_id: int = Field(foreign_key="request.id", nullable=False)
     step: int = Field(nullable=False)
     org_id: int = Field(foreign_key="organisation.id", nullable=False)
     decided_by: int = Field(foreign_key="app_user.id", nullable=False)
@@ -346,7 +347,7 @@ class OutboxMessage(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     dedupe_key: str = Field(sa_type=String(200), unique=True, nullable=False)
     event_kind: str = Field(sa_type=String(64), nullable=False)
-    run_id: int | None = Field(default=None, index=True)
+    run_id: int | None = Field(default=None)  # read with its row, never searched by
     org_id: int | None = Field(default=None)
     payload: dict[str, Any] = _json()
     status: str = Field(default="pending", sa_type=String(16), nullable=False)
