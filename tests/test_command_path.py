@@ -21,10 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func
+from sqlalchemy import event, func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from api.v1.convert import requests_out
 from states import audit, inbox, runs
 from states.db import unit_of_work
 from states.models import AuditEvent, Decision, InboxItem, OutboxMessage, Request
@@ -120,6 +121,61 @@ def test_statements_per_http_call(pg_engine: Engine) -> None:
     over = {k: len(v) for k, v in counts.items() if len(v) > HTTP_CEILINGS[k]}
     assert not over, (over, counts)
     assert done.json()["decisions"][0]["decided_by"]["display_name"]
+
+
+def _plans(session: Session, like: str) -> tuple[int, int]:
+    """(generic, custom) plans PostgreSQL made for the session's prepared statement `like`."""
+    row = session.execute(
+        text(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE :like"
+        ),
+        {"like": like},
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def _grow(session: Session, n: int = 5000) -> None:
+    """Organisations and people as in a city's tree, and planner statistics for them."""
+    session.execute(
+        text(
+            "INSERT INTO app_user (username, display_name, password_hash, is_active, created_at,"
+            " must_change_password) SELECT 'u' || i, '用户' || i, '!', true, now(), false"
+            " FROM generate_series(1, :n) AS i"
+        ),
+        {"n": n},
+    )
+    session.execute(
+        text(
+            "INSERT INTO organisation (code, name, kind, path, depth, member_count, created_at,"
+            " updated_at) SELECT 'X' || i, '支部' || i, '党支部', 'X' || i || '/', 1, 3, now(),"
+            " now() FROM generate_series(1, :n) AS i"
+        ),
+        {"n": n},
+    )
+    session.commit()
+    for table in ("app_user", "organisation", "decision"):
+        session.execute(text(f"ANALYZE {table}"))
+    session.commit()
+
+
+def test_a_commands_answer_is_read_with_a_generic_plan(pg_engine: Engine) -> None:
+    """The statement that reads a command's answer takes scalar parameters only, so PostgreSQL
+    settles on its generic plan; with list parameters it planned it afresh on every call."""
+    w = build_world(pg_engine)
+    with w.client:
+        run_id = w.runs["S1"]
+        w.post("sec_s1", f"/api/v1/runs/{run_id}/evidence", json=_meeting())
+        made = w.post("sec_s1", f"/api/v1/runs/{run_id}/requests", json={})
+        w.post("com_g1", f"/api/v1/requests/{made.json()['id']}/approve", json={})
+    with Session(pg_engine) as s:
+        _grow(s)  # the sizes at which the list form stopped getting a generic plan
+        req = s.get(Request, made.json()["id"])
+        assert req is not None
+        bodies = [requests_out(s, [req])[0] for _ in range(15)]  # one connection: its statements
+        generic, custom = _plans(s, "%AS k, decision.request_id%")
+    assert bodies[-1].decisions[0].decided_by.display_name and len(bodies[-1].chain) == 1
+    assert generic >= 5 and custom <= 5, (generic, custom)
 
 
 def test_an_http_change_reads_its_token_in_its_own_transaction(pg_engine: Engine) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import literal, null, union_all
+from sqlalchemy import Integer, bindparam, literal, null, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -98,7 +98,32 @@ def _bodies_query() -> Prepared:
     return Prepared(None, _bodies_for)
 
 
+@cache
+def _one_body_query(chain_length: int) -> Prepared:
+    """The same for one request (a command's answer), with scalar parameters only: with list
+    parameters PostgreSQL plans the statement afresh on every call (a plan for a list of
+    unknown length costs more than one for the list at hand, so the generic plan is never
+    chosen); with scalars the generic plan is, and a call skips planning (0.25 ms of the
+    server's CPU per call, measured with the statement log)."""
+    orgs = [bindparam(f"org{i}", type_=Integer) for i in range(chain_length)]
+    return Prepared(
+        _bodies(
+            _D.c.request_id == bindparam("rid", type_=Integer),
+            _O.c.id.in_(orgs),
+            _U.c.id == bindparam("uid", type_=Integer),
+        )
+    )
+
+
 def _bodies_for(dialect: str) -> Any:
+    return _bodies(
+        in_list(_D.c.request_id, "ids", dialect),
+        in_list(_O.c.id, "org_ids", dialect),
+        in_list(_U.c.id, "user_ids", dialect),
+    )
+
+
+def _bodies(decided: Any, named: Any, requester: Any) -> Any:
     decisions = sa_select(
         literal("d").label("k"),
         _D.c.request_id,
@@ -113,11 +138,21 @@ def _bodies_for(dialect: str) -> Any:
     none = [null()] * 3
     orgs = sa_select(literal("o"), _O.c.id, *none, _O.c.name, _O.c.code, _O.c.kind, null())
     users = sa_select(literal("u"), _U.c.id, *none, _U.c.display_name, *none)
-    return union_all(
-        decisions.where(in_list(_D.c.request_id, "ids", dialect)),
-        orgs.where(in_list(_O.c.id, "org_ids", dialect)),
-        users.where(in_list(_U.c.id, "user_ids", dialect)),
-    )
+    return union_all(decisions.where(decided), orgs.where(named), users.where(requester))
+
+
+def _bodies_params(reqs: Sequence[Request]) -> tuple[Prepared, dict[str, Any]]:
+    chain = sorted(set(reqs[0].chain))
+    if len(reqs) == 1 and chain:
+        one: dict[str, Any] = {"rid": reqs[0].id, "uid": reqs[0].requested_by}
+        one.update((f"org{i}", org) for i, org in enumerate(chain))
+        return _one_body_query(len(chain)), one
+    lists: dict[str, Any] = {
+        "ids": [r.id for r in reqs],
+        "org_ids": sorted({o for r in reqs for o in r.chain}),
+        "user_ids": sorted({r.requested_by for r in reqs}),
+    }
+    return _bodies_query(), lists
 
 
 def _decision_out(row: Any, unknown: S.UserBrief) -> S.DecisionOut:
@@ -138,12 +173,7 @@ def requests_out(session: Session, reqs: Sequence[Request]) -> list[S.RequestOut
     if not reqs:
         return []
     unknown = S.UserBrief(id=0, display_name="（未知）")
-    params = {
-        "ids": [r.id for r in reqs],
-        "org_ids": sorted({o for r in reqs for o in r.chain}),
-        "user_ids": sorted({r.requested_by for r in reqs}),
-    }
-    found = rows(session.connection(), _bodies_query(), params)
+    found = rows(session.connection(), *_bodies_params(reqs))
     decisions: dict[int, list[S.DecisionOut]] = {}
     for row in sorted((r for r in found if r[0] == "d"), key=lambda r: (r[1], r[2])):
         decisions.setdefault(row[1], []).append(_decision_out(row, unknown))
