@@ -8,7 +8,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -87,13 +87,22 @@ def _json_body(value: Any) -> Any:
     return jsonable_encoder(value)
 
 
+def _json_response(value: Any, status: int) -> Response:
+    """`value` answered as JSON. A response model is serialised by pydantic straight to the
+    bytes JSONResponse would send (compact, UTF-8 unescaped), without the dict in between."""
+    if isinstance(value, BaseModel):
+        content = value.model_dump_json(by_alias=True).encode()
+        return Response(content, status_code=status, media_type="application/json")
+    return JSONResponse(jsonable_encoder(value), status_code=status)
+
+
 def write(
     request: Request,
     caller: Bearer | Actor,
     idem: Idem | None,
     status: int,
     change: Callable[[Session, Actor], Any],
-) -> JSONResponse:
+) -> Response:
     """Run `change` in one transaction and answer `status` with its JSON.
 
     A `Bearer` caller is resolved to its actor in that transaction, on its connection (a
@@ -115,24 +124,23 @@ def write(
                 replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"}
             )
 
-    def transaction() -> Any:
+    def transaction() -> Response:
         with unit_of_work(engine) as s:
             actor = known or cast(Bearer, caller).actor(s)
-            body = _json_body(change(s, actor))
-            if idem is not None:
-                idempotency.complete(
-                    s, user_id=actor.user_id, key=idem.key, status=status, body=body
-                )
-        return body
+            out = change(s, actor)
+            if idem is None:
+                return _json_response(out, status)
+            body = _json_body(out)
+            idempotency.complete(s, user_id=actor.user_id, key=idem.key, status=status, body=body)
+        return JSONResponse(body, status_code=status)
 
     try:
-        body = retry_dead_connection(transaction)
+        return retry_dead_connection(transaction)
     except BaseException:
         if idem is not None and known is not None:
             with unit_of_work(engine) as s:
                 idempotency.release(s, user_id=known.user_id, key=idem.key)
         raise
-    return JSONResponse(body, status_code=status)
 
 
 #: Ids are 32-bit integers in the database; anything else is a 422, never a database error.

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import Field, StrictBool
 from sqlmodel import Session
 from starlette.background import BackgroundTask
@@ -75,7 +75,7 @@ def run_ledger(
 
 def start_committee_job(
     request: Request, campaign_id: int, body: LedgerIn, actor: Actor, idem: Idem | None
-) -> JSONResponse:
+) -> Response:
     """Create the job (checked for reach and size) and start it unless this is a replay."""
     work: list[tuple[int, service.Work]] = []  # the last attempt's, if the write is retried
 
@@ -111,6 +111,6 @@ def campaign_ledger(
     request: Request,
     actor: Actor = Depends(authenticated),
     idem: Idem | None = Depends(idempotency_key),
-) -> JSONResponse:
+) -> Response:
     """汇总表每个支部一行（阶段、截止日期、逾期天数、督办级别、等次）；在后台生成，用 GET /api/v1/jobs/{id} 查看进度与下载地址。"""
     return start_committee_job(request, campaign_id, body, actor, idem)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from sqlmodel import Session
 
@@ -129,7 +129,7 @@ async def import_roster(
 
 async def run_in_thread(
     request: Request, actor: Actor, idem: Idem | None, org_id: int, file: UploadFile | None
-) -> JSONResponse:
+) -> Response:
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(_import, request, actor, idem, org_id, file)
@@ -137,7 +137,7 @@ async def run_in_thread(
 
 def _import(
     request: Request, actor: Actor, idem: Idem | None, org_id: int, file: UploadFile | None
-) -> JSONResponse:
+) -> Response:
     """Check reach and right, then read and import in this worker thread, holding a slot."""
     with read_session(engine_of(request)) as s:
         org = visible_org(s, org_id, actor)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import and_
 from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
@@ -200,7 +200,7 @@ async def import_file(
 
 def _import(
     request: Request, actor: Actor, idem: Idem | None, source: BinaryIO, suffix: str
-) -> JSONResponse:
+) -> Response:
     """Read and import in one worker thread, holding an import slot throughout."""
     with import_slot():
         rows = read_upload(source, suffix)
