@@ -332,7 +332,7 @@ class AuditEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     actor_id: int | None = Field(default=None)
     action: str = Field(sa_type=String(64), nullable=False)
-    run_id: int | None = Field(default=None, index=True)
+    run_id: int | None = Field(default=None)  # a run's events are read by their stream
     data: dict[str, Any] = _json()
     prev_hash: str = Field(sa_type=String(64), nullable=False)
     hash: str = Field(sa_type=String(64), nullable=False)
