@@ -16,7 +16,6 @@ to ours is what that code costs.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -34,6 +33,7 @@ from bench.transitions import (
     ensure_baseline_dbs,
     pending_approvals,
     run_baseline,
+    time_children,
     time_processes,
     usable_baselines,
     verify,
@@ -114,26 +114,13 @@ def _floor_child(dsn: str, stmts: Any, ids: list[int], barrier: Any, q: Any) -> 
         t0, c0 = time.perf_counter(), time.process_time()
         for rid in ids[1:]:
             _floor_one(conn, stmts, rid)
-        q.put((t0, time.perf_counter(), time.process_time() - c0, len(ids) - 1))
+        q.put((t0, time.perf_counter(), time.process_time() - c0))
 
 
 def time_floor(dsn: str, stmts: Any, ids: Sequence[int], conns: int) -> dict[str, float]:
-    ctx = mp.get_context("fork")
-    barrier, q = ctx.Barrier(conns), ctx.Queue()
-    procs = [
-        ctx.Process(target=_floor_child, args=(dsn, stmts, list(ids[k::conns]), barrier, q))
-        for k in range(conns)
-    ]
-    for p in procs:
-        p.start()
-    spans = [q.get() for _ in procs]
-    for p in procs:
-        p.join()
-        if p.exitcode != 0:
-            raise RuntimeError(f"floor worker exited with {p.exitcode}")
-    n = sum(s[3] for s in spans)
-    secs = max(s[1] for s in spans) - min(s[0] for s in spans)
-    return {"tps": n / secs, "client_cpu_ms": 1000 * sum(s[2] for s in spans) / n}
+    t = time_children(_floor_child, (dsn, stmts), ids, conns)
+    n = len(ids) - conns  # each process's first approval is done before its clock starts
+    return {"tps": n / t["seconds"], "client_cpu_ms": 1000 * t["cpu"] / n}
 
 
 def main(argv: list[str] | None = None) -> None:

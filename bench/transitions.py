@@ -218,10 +218,19 @@ def time_processes(
     url: str, actor: Actor, request_ids: Sequence[int], conns: int
 ) -> dict[str, Any]:
     """Approve every request with `conns` processes (one connection each), like the baselines."""
+    return time_children(_process_child, (url, actor), request_ids, conns)
+
+
+def time_children(
+    child: Any, args: tuple[Any, ...], request_ids: Sequence[int], conns: int
+) -> dict[str, Any]:
+    """Run `child(*args, ids, barrier, queue)` in `conns` forked processes, each on its slice
+    of the ids; each starts its clock at the barrier and puts (start, end, CPU seconds).
+    Returns the span from the first start to the last end, and the CPU of all of them."""
     ctx = mp.get_context("fork")
     barrier, q = ctx.Barrier(conns), ctx.Queue()
     procs = [
-        ctx.Process(target=_process_child, args=(url, actor, ids, barrier, q))
+        ctx.Process(target=child, args=(*args, ids, barrier, q))
         for ids in _slices(request_ids, conns)
     ]
     for p in procs:

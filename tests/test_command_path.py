@@ -94,8 +94,8 @@ def test_statements_per_command(engine: Engine, backend: str) -> None:
     assert not over, (over, counts)
 
 
-#: Statements per HTTP call on PostgreSQL: the bearer token (one autocommitted read), the
-#: command, and the response body (one read).
+#: Statements per HTTP call on PostgreSQL: the bearer token (read in the call's transaction),
+#: the command, and the response body (one read).
 HTTP_CEILINGS = {"request": 1 + 2 + 1, "approve": 1 + 2 + 1}
 
 

@@ -142,8 +142,9 @@ def _bodies(decided: Any, named: Any, requester: Any) -> Any:
 
 
 def _bodies_params(reqs: Sequence[Request]) -> tuple[Prepared, dict[str, Any]]:
-    chain = sorted(set(reqs[0].chain))
-    if len(reqs) == 1 and chain:
+    """The bodies' statement and its parameters: one request's with scalars, else lists."""
+    if len(reqs) == 1 and reqs[0].chain:
+        chain = sorted(set(reqs[0].chain))
         one: dict[str, Any] = {"rid": reqs[0].id, "uid": reqs[0].requested_by}
         one.update((f"org{i}", org) for i, org in enumerate(chain))
         return _one_body_query(len(chain)), one
@@ -169,7 +170,7 @@ def _decision_out(row: Any, unknown: S.UserBrief) -> S.DecisionOut:
 
 
 def requests_out(session: Session, reqs: Sequence[Request]) -> list[S.RequestOut]:
-    """Return response bodies for requests with one query in all (`_bodies_query`)."""
+    """Return response bodies for requests with one query in all (`_bodies_params`)."""
     if not reqs:
         return []
     unknown = S.UserBrief(id=0, display_name="（未知）")
